@@ -1,0 +1,1 @@
+"""Move Segment Unify profiles into Voucherify customers."""

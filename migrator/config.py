@@ -1,0 +1,155 @@
+"""Settings from the environment and `.env`, validated once at start-up.
+
+Names are the old Node.js tool's, so an existing `.env` keeps working. Every problem is
+reported as one `ConfigError` line naming the variable and what it expects; the CLI turns
+that into exit code 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from migrator.exceptions import ConfigError
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to reach both APIs. Secrets are kept out of `repr`."""
+
+    segment_access_token: str = field(repr=False)
+    segment_space_id: str
+    voucherify_application_id: str
+    voucherify_secret_key: str = field(repr=False)
+    segment_request_limit: int = 100
+    segment_traits_limit: int = 200
+    identifier: str = "user_id"
+    segment_api_url: str = "https://profiles.segment.com"
+    voucherify_api_url: str = "https://api.voucherify.io"
+    segment_rate_limit: float = 100.0
+    voucherify_rate_limit: float = 100.0
+    request_timeout: float = 30.0
+    max_attempts: int = 8
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never be printed, logged or stored."""
+        return (self.segment_access_token, self.voucherify_secret_key)
+
+
+def _required(env: Mapping[str, str], name: str, what: str) -> str:
+    value = (env.get(name) or "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set: expected {what}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: expected a whole number from {low} to {high}"
+        ) from None
+    if not low <= value <= high:
+        raise ConfigError(
+            f"{name}={value} is out of range: expected a whole number from {low} to {high}"
+        )
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: expected a number from {low:g} to {high:g}"
+        ) from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(
+            f"{name}={raw} is out of range: expected a number from {low:g} to {high:g}"
+        )
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip() or default
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid URL: expected https://host") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{name}={raw!r} is not a valid URL: expected https://host")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"{name}={raw!r} uses plain http: expected https:// (http is allowed only for "
+            "127.0.0.1, localhost or ::1)"
+        )
+    return raw.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_environment(env_file: Path | None = None) -> dict[str, str]:
+    """The process environment over the `.env` file: the real environment wins."""
+    path = env_file if env_file is not None else Path.cwd() / ".env"
+    if env_file is not None and not path.is_file():
+        raise ConfigError(f"--env-file {path} does not exist: expected a readable .env file")
+    values: dict[str, str] = {}
+    if path.is_file():
+        values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Validate every variable once; the first problem found is the one reported."""
+    identifier = (env.get("IDENTIFIER_SAVED_AS_SOURCE_ID") or "").strip() or "user_id"
+    if any(c.isspace() or c in ",:/" for c in identifier):
+        raise ConfigError(
+            f"IDENTIFIER_SAVED_AS_SOURCE_ID={identifier!r} is not valid: expected an external id "
+            "type such as user_id, email or anonymous_id"
+        )
+    return Settings(
+        segment_access_token=_required(
+            env, "SEGMENT_ACCESS_TOKEN", "the Segment Profile API access token"
+        ),
+        segment_space_id=_required(env, "SEGMENT_SPACE_ID", "the Segment Unify space id (spa_...)"),
+        voucherify_application_id=_required(
+            env, "VOUCHERIFY_APPLICATION_ID", "the Voucherify application id"
+        ),
+        voucherify_secret_key=_required(env, "VOUCHERIFY_SECRET_KEY", "the Voucherify secret key"),
+        segment_request_limit=_int(env, "SEGMENT_REQUEST_LIMIT", 100, 1, 100),
+        segment_traits_limit=_int(env, "SEGMENT_TRAITS_LIMIT", 200, 1, 200),
+        identifier=identifier,
+        segment_api_url=_url(env, "SEGMENT_API_URL", "https://profiles.segment.com"),
+        voucherify_api_url=_url(env, "VOUCHERIFY_API_URL", "https://api.voucherify.io"),
+        segment_rate_limit=_float(env, "SEGMENT_RATE_LIMIT", 100.0, 0.1, 100_000.0),
+        voucherify_rate_limit=_float(env, "VOUCHERIFY_RATE_LIMIT", 100.0, 1.0, 1_000_000.0),
+        request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0, 0.1, 3600.0),
+        max_attempts=_int(env, "MAX_ATTEMPTS", 8, 1, 100),
+    )

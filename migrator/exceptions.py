@@ -1,0 +1,58 @@
+"""Errors, classified once so that every layer above knows what to do with them.
+
+The HTTP layer sorts every failed response into one of these classes *before* deciding to
+retry (the singer-sdk idea): only `RetryableError` is retried; `AccountError` stops the run
+at once; `RequestRejected` concerns one request (one profile, one batch) and never blocks
+the others.
+"""
+
+from __future__ import annotations
+
+
+class MigratorError(Exception):
+    """Base class of the errors the migrator raises on purpose."""
+
+
+class ConfigError(MigratorError):
+    """Bad configuration: the message is the one line shown to the user (exit code 2)."""
+
+
+class LockedError(MigratorError):
+    """Another run holds the output directory (exit code 4)."""
+
+
+class ApiError(MigratorError):
+    """A response that is not what was asked for. Carries the request id, never headers."""
+
+    def __init__(
+        self,
+        api: str,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.api = api
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.detail = message
+        where = f" (HTTP {status}" if status is not None else " ("
+        where += f", code {code}" if code else ""
+        where += f", request id {request_id})" if request_id else ")"
+        super().__init__(f"{api}: {message}{where if where != ' ()' else ''}")
+
+
+class RetryableError(ApiError):
+    """429, 5xx, timeouts, dropped connections and malformed bodies: worth another try."""
+
+
+class RequestRejected(ApiError):
+    """A 4xx other than 401/402/403/429: this request will fail the same way if repeated."""
+
+
+class AccountError(ApiError):
+    """401, 402, 403 or an exhausted plan quota: nothing will work until a human acts."""

@@ -1,0 +1,47 @@
+"""One run at a time per output directory.
+
+An advisory `flock` is released by the kernel when its process dies, even by `kill -9`, so
+a lock left by a dead process is simply taken over; the pid written inside only serves to
+name the holder in the message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from migrator.exceptions import LockedError
+
+LOCK_FILE = "migrator.lock"
+
+
+class RunLock:
+    """`with RunLock(out_dir):` holds the directory for the duration of a command."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"another migrator run (pid {holder}) is using {self.path.parent}; "
+                "wait for it to finish or use another --out-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,72 @@
+"""The files a run leaves for people: the no-identifier list, the failure ledger, dry-run.
+
+During a run they are appended as things happen, so they can be watched. The state store
+is the source of truth: at the end of every run both lists are rewritten from it
+atomically, so a run killed mid-way and resumed never leaves a profile listed twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+NO_IDENTIFIER_FILE = "profiles-without-identifier.csv"
+FAILURES_FILE = "failed-customers.jsonl"
+DRY_RUN_FILE = "dry-run.jsonl"
+
+
+def _json_line(record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+class OutputFiles:
+    """Appends to the three output files; rewrites the two lists from the state store."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.no_identifier = out_dir / NO_IDENTIFIER_FILE
+        self.failures = out_dir / FAILURES_FILE
+        self.dry_run = out_dir / DRY_RUN_FILE
+        self._dry_run_handle: Any = None
+
+    def append_no_identifier(self, segment_id: str) -> None:
+        new = not self.no_identifier.exists()
+        with self.no_identifier.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["segment_id"])
+            writer.writerow([segment_id])
+
+    def append_failure(self, record: dict[str, Any]) -> None:
+        with self.failures.open("a", encoding="utf-8") as handle:
+            handle.write(_json_line(record))
+
+    def start_dry_run(self) -> None:
+        self._dry_run_handle = self.dry_run.open("w", encoding="utf-8")
+
+    def append_dry_run(self, payload: dict[str, Any]) -> None:
+        self._dry_run_handle.write(_json_line(payload))
+
+    def close(self) -> None:
+        if self._dry_run_handle is not None:
+            self._dry_run_handle.close()
+            self._dry_run_handle = None
+
+    def rewrite(self, no_identifier: Iterable[str], failures: Iterable[dict[str, Any]]) -> None:
+        """Replace both lists with exactly what the state store holds."""
+        tmp = self.no_identifier.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["segment_id"])
+            for segment_id in no_identifier:
+                writer.writerow([segment_id])
+        os.replace(tmp, self.no_identifier)
+        tmp = self.failures.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            for record in failures:
+                handle.write(_json_line(record))
+        os.replace(tmp, self.failures)

@@ -1,0 +1,237 @@
+"""The run's durable state: SQLite (WAL) in the output directory.
+
+It holds the runs, the checkpoint, what was last confirmed as written per customer (field
+fingerprints, not the data itself), the failure ledger and the profiles without the
+identifier. The checkpoint moves only when every customer before it is settled, so a run
+killed at any moment resumes from it and loses nothing. Credentials are never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "migrator-state.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    outcome TEXT NOT NULL DEFAULT 'running',
+    start_cursor TEXT,
+    counts TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS customers (
+    source_id TEXT PRIMARY KEY,
+    segment_id TEXT NOT NULL,
+    fingerprints TEXT NOT NULL,
+    confirmed_at REAL NOT NULL,
+    run_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    segment_id TEXT PRIMARY KEY,
+    source_id TEXT,
+    error TEXT NOT NULL,
+    payload TEXT,
+    run_id INTEGER NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS no_identifier (
+    segment_id TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    seen_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an unfinished run resumes: the list cursor of the first unsettled page."""
+
+    cursor: str | None
+    run_id: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    segment_id: str
+    source_id: str | None
+    error: str
+    payload: dict[str, Any] | None
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "segment_id": self.segment_id,
+            "source_id": self.source_id,
+            "error": self.error,
+            "payload": self.payload,
+        }
+
+
+class StateStore:
+    """One SQLite file per output directory; used from the event loop's thread only."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / STATE_FILE
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.commit()
+        self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def commit(self) -> None:
+        self._db.commit()
+
+    # -- runs -------------------------------------------------------------------------
+
+    def start_run(self, command: str, start_cursor: str | None) -> int:
+        cur = self._db.execute(
+            "INSERT INTO runs (command, started_at, start_cursor) VALUES (?, ?, ?)",
+            (command, time.time(), start_cursor),
+        )
+        self._db.commit()
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, outcome: str, counts: dict[str, Any]) -> None:
+        self._db.execute(
+            "UPDATE runs SET ended_at = ?, outcome = ?, counts = ? WHERE id = ?",
+            (time.time(), outcome, json.dumps(counts), run_id),
+        )
+        self._db.commit()
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, command, started_at, ended_at, outcome, counts FROM runs "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "command": r[1],
+                "started_at": r[2],
+                "ended_at": r[3],
+                "outcome": r[4],
+                "counts": json.loads(r[5]),
+            }
+            for r in rows
+        ]
+
+    def close_abandoned_runs(self) -> None:
+        """Runs still 'running' belong to a process that died (we hold the lock now)."""
+        self._db.execute(
+            "UPDATE runs SET outcome = 'killed' WHERE outcome = 'running' AND ended_at IS NULL"
+        )
+        self._db.commit()
+
+    # -- checkpoint -------------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+        if row is None:
+            return None
+        value = json.loads(row[0])
+        return Checkpoint(value["cursor"], value["run_id"])
+
+    def set_checkpoint(self, cursor: str | None, run_id: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('checkpoint', ?)",
+            (json.dumps({"cursor": cursor, "run_id": run_id}),),
+        )
+        self._db.commit()
+
+    def clear_checkpoint(self) -> None:
+        self._db.execute("DELETE FROM meta WHERE key = 'checkpoint'")
+        self._db.commit()
+
+    # -- customers --------------------------------------------------------------------
+
+    def fingerprints(self, source_id: str) -> dict[str, str] | None:
+        row = self._db.execute(
+            "SELECT fingerprints FROM customers WHERE source_id = ?", (source_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def confirm(self, rows: list[tuple[str, str, dict[str, str]]], run_id: int) -> None:
+        """Remember `(source_id, segment_id, fingerprints)` as written; clear their failures."""
+        now = time.time()
+        self._db.executemany(
+            "INSERT OR REPLACE INTO customers (source_id, segment_id, fingerprints, confirmed_at, "
+            "run_id) VALUES (?, ?, ?, ?, ?)",
+            [(s, seg, json.dumps(fp, sort_keys=True), now, run_id) for s, seg, fp in rows],
+        )
+        self._db.executemany("DELETE FROM failures WHERE segment_id = ?", [(r[1],) for r in rows])
+
+    def confirmed_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM customers").fetchone()[0])
+
+    # -- failures ---------------------------------------------------------------------
+
+    def record_failure(self, failure: Failure, run_id: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO failures (segment_id, source_id, error, payload, run_id, "
+            "failed_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                failure.segment_id,
+                failure.source_id,
+                failure.error,
+                json.dumps(failure.payload, ensure_ascii=False)
+                if failure.payload is not None
+                else None,
+                run_id,
+                time.time(),
+            ),
+        )
+
+    def clear_failure(self, segment_id: str) -> None:
+        self._db.execute("DELETE FROM failures WHERE segment_id = ?", (segment_id,))
+
+    def failures(self) -> Iterator[Failure]:
+        for segment_id, source_id, error, payload in self._db.execute(
+            "SELECT segment_id, source_id, error, payload FROM failures ORDER BY failed_at, segment_id"
+        ):
+            yield Failure(segment_id, source_id, error, json.loads(payload) if payload else None)
+
+    def failure_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM failures").fetchone()[0])
+
+    # -- profiles without the identifier ----------------------------------------------
+
+    def add_no_identifier(self, segment_id: str, run_id: int) -> bool:
+        """True when the profile was not listed yet (so the CSV gets it once)."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO no_identifier (segment_id, run_id, seen_at) VALUES (?, ?, ?)",
+            (segment_id, run_id, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def remove_no_identifier(self, segment_id: str) -> bool:
+        cur = self._db.execute("DELETE FROM no_identifier WHERE segment_id = ?", (segment_id,))
+        return cur.rowcount == 1
+
+    def no_identifier_ids(self) -> Iterator[str]:
+        for (segment_id,) in self._db.execute(
+            "SELECT segment_id FROM no_identifier ORDER BY seen_at, segment_id"
+        ):
+            yield segment_id
+
+    def no_identifier_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM no_identifier").fetchone()[0])

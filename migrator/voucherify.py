@@ -1,0 +1,85 @@
+"""Async client of the Voucherify API: bulk customer upserts and their async actions.
+
+A bulk request that was accepted is not a written customer: only its async action, once
+DONE, says which customers were written and which failed. Polling spends the same quota as
+writes, so the pipeline lists many actions with one call and fetches only finished ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrator.config import Settings
+from migrator.http import ApiClient, MalformedResponse, make_limiter
+
+#: Documented limits of one `POST /v1/customers/bulk/async`.
+MAX_ITEMS = 100
+MAX_BYTES = 10 * 1024 * 1024
+
+FINAL_STATUSES = frozenset({"DONE", "FAILED"})
+
+
+def _voucherify_error(body: Any) -> tuple[str | None, str | None]:
+    if isinstance(body, dict):
+        key = body.get("key")
+        message = body.get("message")
+        details = body.get("details")
+        text = f"{message}: {details}" if message and details else message or details
+        return (str(key) if key else None), (str(text) if text else None)
+    return None, None
+
+
+def _action_id(body: Any) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("async_action_id"), str):
+        raise MalformedResponse("'async_action_id' missing from the body")
+    return body["async_action_id"]
+
+
+def _action(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        raise MalformedResponse("'status' missing from the async action")
+    if body["status"] == "DONE":
+        result = body.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("errors", []), list):
+            raise MalformedResponse("'result.errors' missing from a DONE async action")
+    return body
+
+
+def _actions(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict) or not isinstance(body.get("async_actions"), list):
+        raise MalformedResponse("'async_actions' missing from the body")
+    return [
+        a for a in body["async_actions"] if isinstance(a, dict) and isinstance(a.get("id"), str)
+    ]
+
+
+class VoucherifyClient(ApiClient):
+    """One Voucherify project, paced under its requests per minute."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            "voucherify",
+            settings.voucherify_api_url,
+            headers={
+                "X-App-Id": settings.voucherify_application_id,
+                "X-App-Token": settings.voucherify_secret_key,
+            },
+            limiter=make_limiter(settings.voucherify_rate_limit, 60.0),
+            timeout=settings.request_timeout,
+            max_attempts=settings.max_attempts,
+            connections=16,
+            error_message=_voucherify_error,
+        )
+
+    async def bulk_upsert(self, body: bytes) -> str:
+        """Queue a JSON array of customers (already serialised); returns the action id."""
+        return await self.request(
+            "POST", "/v1/customers/bulk/async", _action_id, data=body, expect=(200, 201, 202)
+        )
+
+    async def async_action(self, action_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/v1/async-actions/{action_id}", _action)
+
+    async def recent_async_actions(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest async actions (status only, no result): one call for many actions."""
+        return await self.request("GET", "/v1/async-actions", _actions, params={"limit": limit})
