@@ -95,7 +95,7 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid URL: expected https://host") from None
-    if parts.scheme not in ("http", "https") or not host:
+    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in raw):
         raise ConfigError(f"{name}={raw!r} is not a valid URL: expected https://host")
     if parts.scheme == "http" and not _is_loopback(host):
         raise ConfigError(

@@ -9,7 +9,6 @@ One log line per request, with the request id, never the auth headers.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -59,15 +58,18 @@ def make_limiter(requests: float, per_seconds: float) -> AsyncLimiter:
     return AsyncLimiter(capacity, capacity / rate)
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait as the server asked, from `Retry-After` or `X-Rate-Limit-Retry`."""
+def _retry_after(headers: Mapping[str, str], *, throttled: bool) -> float | None:
+    """Seconds to wait as the server asked: `Retry-After`, or for a 429 `X-Rate-Limit-Retry`.
+
+    Voucherify sends `X-Rate-Limit-Retry` on every response, so it means "wait" only on a 429.
+    """
     value = headers.get("Retry-After")
     if value:
         try:
             return max(0.0, float(value))
         except ValueError:
             pass
-    value = headers.get("X-Rate-Limit-Retry")
+    value = headers.get("X-Rate-Limit-Retry") if throttled else None
     if value:
         try:
             return max(0.0, float(value) - time.time())
@@ -94,7 +96,6 @@ class ApiClient:
         base_url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        auth: aiohttp.BasicAuth | None = None,
         limiter: AsyncLimiter | None = None,
         timeout: float = 30.0,
         max_attempts: int = 8,
@@ -104,7 +105,6 @@ class ApiClient:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
-        self._auth = auth
         self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_attempts = max_attempts
@@ -120,7 +120,6 @@ class ApiClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
-            auth=self._auth,
             timeout=self._timeout,
             json_serialize=json.dumps,
         )
@@ -195,7 +194,7 @@ class ApiClient:
                 return self._classify(
                     response.status, response.headers, raw, request_id, parse, expect
                 )
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise RetryableError(self.name, f"{method} {path} timed out") from None
         except aiohttp.ClientError as exc:
             # The exception text can hold the URL but never headers; keep only its type.
@@ -231,6 +230,8 @@ class ApiClient:
                     self.name, f"malformed response: {exc}", status=status, request_id=request_id
                 ) from None
         code, message = self._error_message(body)
+        if not request_id and isinstance(body, dict) and isinstance(body.get("request_id"), str):
+            request_id = body["request_id"] or None  # Voucherify puts it in the error body
         text = message or f"unexpected HTTP {status}"
         kwargs: dict[str, Any] = {"status": status, "code": code, "request_id": request_id}
         if status == 429:
@@ -240,10 +241,15 @@ class ApiClient:
                     self.name, "the plan's API calls for this billing cycle are used up", **kwargs
                 )
             raise RetryableError(
-                self.name, "rate limited", retry_after=_retry_after(headers), **kwargs
+                self.name,
+                "rate limited",
+                retry_after=_retry_after(headers, throttled=True),
+                **kwargs,
             )
         if status >= 500:
-            raise RetryableError(self.name, text, retry_after=_retry_after(headers), **kwargs)
+            raise RetryableError(
+                self.name, text, retry_after=_retry_after(headers, throttled=False), **kwargs
+            )
         if status in ACCOUNT_HINTS:
             raise AccountError(self.name, f"{ACCOUNT_HINTS[status]}: {text}", **kwargs)
         raise RequestRejected(self.name, text, **kwargs)

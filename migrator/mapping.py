@@ -158,10 +158,15 @@ def strip_nulls(value: Any) -> Any:
     never aliases the caller's traits; scalars are returned as is.
     """
     if isinstance(value, dict):
-        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
+        return {k: strip_nulls(v) for k, v in value.items() if not _is_null(v)}
     if isinstance(value, list):
-        return [strip_nulls(v) for v in value if v is not None]
+        return [strip_nulls(v) for v in value if not _is_null(v)]
     return value
+
+
+def _is_null(value: Any) -> bool:
+    """None, and the non-finite floats JSON cannot carry (they would make the body invalid)."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
 def _instant_key(created_at: Any) -> tuple[Any, ...]:

@@ -7,12 +7,11 @@ the checkpoint is a list cursor.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
-
-import aiohttp
 
 from migrator.config import Settings
 from migrator.http import ApiClient, MalformedResponse, make_limiter
@@ -43,6 +42,8 @@ class CursorPaginator:
             raise MalformedResponse("cursor is not an object")
         nxt = cursor.get("next")
         self.has_next_page = bool(cursor.get("has_more")) and bool(nxt)
+        if self.has_next_page and nxt == self.next:
+            raise MalformedResponse("the cursor did not move")
         self.next = nxt if self.has_next_page else None
 
     def update_request(self, params: dict[str, str | int]) -> None:
@@ -50,6 +51,11 @@ class CursorPaginator:
             params["next"] = self.next
         else:
             params.pop("next", None)
+
+
+def basic_auth(token: str) -> str:
+    """HTTP Basic with the token as user name and an empty password, as Segment asks."""
+    return "Basic " + base64.b64encode(f"{token}:".encode()).decode("ascii")
 
 
 def _segment_error(body: Any) -> tuple[str | None, str | None]:
@@ -63,6 +69,8 @@ def _expect(key: str, kind: type) -> Any:
     def parse(body: Any) -> Any:
         if not isinstance(body, dict) or not isinstance(body.get(key), kind):
             raise MalformedResponse(f"'{key}' missing from the body")
+        if not isinstance(body.get("cursor") or {}, dict):
+            raise MalformedResponse("'cursor' is not an object")
         return body
 
     return parse
@@ -76,7 +84,7 @@ class SegmentClient(ApiClient):
             "segment",
             f"{settings.segment_api_url}/v1/spaces/{quote(settings.segment_space_id, safe='')}"
             "/collections/users/profiles",
-            auth=aiohttp.BasicAuth(settings.segment_access_token, ""),
+            headers={"Authorization": basic_auth(settings.segment_access_token)},
             limiter=make_limiter(settings.segment_rate_limit, 1.0),
             timeout=settings.request_timeout,
             max_attempts=settings.max_attempts,

@@ -206,7 +206,8 @@ class StateStore:
 
     def failures(self) -> Iterator[Failure]:
         for segment_id, source_id, error, payload in self._db.execute(
-            "SELECT segment_id, source_id, error, payload FROM failures ORDER BY failed_at, segment_id"
+            "SELECT segment_id, source_id, error, payload FROM failures "
+            "ORDER BY failed_at, segment_id"
         ):
             yield Failure(segment_id, source_id, error, json.loads(payload) if payload else None)
 

@@ -1,0 +1,106 @@
+"""Tests of migrator.outputs: appended lists during a run, rewritten from state at the end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrator.outputs import DRY_RUN_FILE, FAILURES_FILE, NO_IDENTIFIER_FILE, OutputFiles
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+IDS = ["use_1", "use,comma", 'use"quote', "use_ü"]
+
+
+def test_append_no_identifier_writes_the_header_once(tmp_path: Path) -> None:
+    outputs = OutputFiles(tmp_path)
+    for segment_id in IDS:
+        outputs.append_no_identifier(segment_id)
+    assert outputs.no_identifier == tmp_path / NO_IDENTIFIER_FILE
+    assert read_csv(outputs.no_identifier) == [["segment_id"], *([i] for i in IDS)]
+
+
+def test_append_continues_an_existing_file(tmp_path: Path) -> None:
+    OutputFiles(tmp_path).append_no_identifier("use_1")
+    OutputFiles(tmp_path).append_no_identifier("use_2")
+    assert read_csv(tmp_path / NO_IDENTIFIER_FILE) == [["segment_id"], ["use_1"], ["use_2"]]
+
+
+@pytest.mark.parametrize(
+    ("appended", "state"),
+    [
+        (["use_1", "use_2", "use_1", "use_2", "use_3"], ["use_1", "use_2", "use_3"]),
+        (["use_1", "use_2"], ["use_2"]),
+        (["use_1"], []),
+        ([], ["use_1"]),
+    ],
+    ids=["resumed-duplicates", "one-removed", "all-removed", "nothing-appended"],
+)
+def test_rewrite_no_identifier_is_exactly_the_state(
+    tmp_path: Path, appended: list[str], state: list[str]
+) -> None:
+    outputs = OutputFiles(tmp_path)
+    for segment_id in appended:
+        outputs.append_no_identifier(segment_id)
+    outputs.rewrite(iter(state), [])
+    rows = read_csv(outputs.no_identifier)
+    assert rows == [["segment_id"], *([i] for i in state)]
+    assert len({r[0] for r in rows}) == len(rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FAILURES_FILE, NO_IDENTIFIER_FILE]
+
+
+FAILURES = [
+    {"segment_id": "use_1", "source_id": "41", "error": "bad email", "payload": {"a": 1}},
+    {"segment_id": "use_2", "source_id": None, "error": "Zoë ✓", "payload": None},
+]
+
+
+def test_append_failure_writes_one_json_line_each(tmp_path: Path) -> None:
+    outputs = OutputFiles(tmp_path)
+    for record in FAILURES:
+        outputs.append_failure(record)
+    text = outputs.failures.read_text(encoding="utf-8")
+    assert outputs.failures == tmp_path / FAILURES_FILE
+    assert text.count("\n") == 2 and text.endswith("\n")
+    assert "Zoë ✓" in text
+    assert read_jsonl(outputs.failures) == FAILURES
+
+
+@pytest.mark.parametrize(
+    ("appended", "state"),
+    [(FAILURES + FAILURES, FAILURES), (FAILURES, FAILURES[1:]), (FAILURES, [])],
+    ids=["resumed-duplicates", "one-fixed", "all-fixed"],
+)
+def test_rewrite_failures_is_exactly_the_state(
+    tmp_path: Path, appended: list[dict[str, Any]], state: list[dict[str, Any]]
+) -> None:
+    outputs = OutputFiles(tmp_path)
+    for record in appended:
+        outputs.append_failure(record)
+    outputs.rewrite([], iter(state))
+    assert read_jsonl(outputs.failures) == state
+    assert read_csv(outputs.no_identifier) == [["segment_id"]]
+
+
+def test_dry_run_file(tmp_path: Path) -> None:
+    outputs = OutputFiles(tmp_path)
+    (tmp_path / DRY_RUN_FILE).write_text("stale\n", encoding="utf-8")
+    outputs.start_dry_run()
+    payloads = [{"source_id": "41", "name": "Zoë"}, {"source_id": "42"}]
+    for payload in payloads:
+        outputs.append_dry_run(payload)
+    outputs.close()
+    outputs.close()
+    assert read_jsonl(tmp_path / DRY_RUN_FILE) == payloads
