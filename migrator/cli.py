@@ -1,0 +1,389 @@
+"""The `migrator` command line: options, progress and summaries. No business logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from migrator.config import Settings, load_settings, read_environment
+from migrator.exceptions import ConfigError, LockedError
+from migrator.logs import RedactingFilter
+from migrator.pipeline import Pipeline, RunOptions
+from migrator.runner import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_STOPPED,
+    RunResult,
+    resume_command,
+    retry_failed,
+    run_migration,
+    status,
+)
+
+app = typer.Typer(
+    help="Move every Segment Unify profile into Voucherify as a customer, then keep it in step.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False, highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+class MetadataMode(StrEnum):
+    metadata = "metadata"
+    all = "all"
+    none = "none"
+
+
+EnvFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file", help="Read settings from this file instead of ./.env.", dir_okay=False
+    ),
+]
+OutDir = Annotated[
+    Path,
+    typer.Option(
+        "--out-dir", help="Where the state, the lists and the ledger are written.", file_okay=False
+    ),
+]
+NoInput = Annotated[
+    bool, typer.Option("--no-input", help="Never prompt (for cron); exit 3 if stopped.")
+]
+Report = Annotated[
+    Path | None,
+    typer.Option("--report", help="Write a JSON summary of the run here.", dir_okay=False),
+]
+LogFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-file", help="Append a detailed log (one line per request) here.", dir_okay=False
+    ),
+]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show info lines, not only warnings.")
+]
+Metadata = Annotated[
+    MetadataMode,
+    typer.Option(
+        "--metadata",
+        help="metadata: send the `metadata` trait; all: every trait not mapped to a field; "
+        "none: no metadata.",
+        case_sensitive=False,
+    ),
+]
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _setup_logging(log_file: Path | None, verbose: bool, secrets: tuple[str, ...]) -> None:
+    """Warnings on the console (above the progress bar in a terminal); details in the file."""
+    logger = logging.getLogger("migrator")
+    logger.handlers.clear()
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    redact = RedactingFilter(secrets)
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(console=errors, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    handler.addFilter(redact)
+    logger.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.addFilter(redact)
+        logger.addHandler(file_handler)
+
+
+def _settings(env_file: Path | None, overrides: dict[str, str] | None = None) -> Settings:
+    try:
+        env = read_environment(env_file)
+        if overrides:
+            env.update(overrides)
+        return load_settings(env)
+    except ConfigError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+class ProgressView:
+    """Live counters: a rich bar in a terminal, a plain line every 10 s otherwise."""
+
+    def __init__(self, total: int | None = None) -> None:
+        self.total = total
+        self.pipeline: Pipeline | None = None
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def attach(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def _line(self) -> str:
+        assert self.pipeline is not None
+        c = self.pipeline.counts
+        elapsed = max(time.monotonic() - c.started_at, 1e-9)
+        return (
+            f"read {c.profiles_read}  confirmed {c.confirmed}  unchanged {c.unchanged}  "
+            f"no identifier {c.no_identifier}  failed {c.failed}  "
+            f"{c.profiles_read / elapsed:.1f} profiles/s"
+        )
+
+    async def run(self, work: Awaitable[RunResult]) -> RunResult:
+        if console.is_terminal:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
+                self._progress = progress
+                self._task = progress.add_task("starting", total=self.total)
+                return await self._with_ticker(work, 0.25)
+        return await self._with_ticker(work, 10.0)
+
+    async def _with_ticker(self, work: Awaitable[RunResult], every: float) -> RunResult:
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(every)
+                self._show()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await work
+        finally:
+            ticker.cancel()
+            self._show()
+
+    def _show(self) -> None:
+        if self.pipeline is None:
+            return
+        if self._progress is not None:
+            self._progress.update(
+                self._task, description=self._line(), completed=self.pipeline.counts.profiles_read
+            )
+        else:
+            print(f"progress: {self._line()}", file=sys.stderr, flush=True)
+
+
+def _execute(
+    make: Callable[[ProgressView], Awaitable[RunResult]], total: int | None = None
+) -> RunResult:
+    """Run a command's coroutine with progress; SIGTERM and Ctrl-C stop it cleanly."""
+    view = ProgressView(total)
+
+    async def main() -> RunResult:
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        assert current is not None
+        loop.add_signal_handler(signal.SIGTERM, current.cancel)
+        return await view.run(make(view))
+
+    try:
+        return asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        errors.print("interrupted: the checkpoint is saved; `migrator run` resumes from it.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except LockedError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_LOCKED) from None
+
+
+def _summary(result: RunResult, title: str) -> None:
+    c = result.counts.as_dict()
+    table = Table(title=title, show_header=False)
+    rows = [
+        ("outcome", result.outcome),
+        ("profiles read", c["profiles_read"]),
+        ("customers confirmed", c["confirmed"]),
+        ("unchanged (not sent)", c["unchanged"]),
+        ("without identifier", c["no_identifier"]),
+        ("failed", c["failed"]),
+        ("mapping warnings", c["warnings"]),
+        ("elapsed", f"{c['elapsed_seconds']:.1f} s"),
+        ("profiles/s", f"{c['profiles_per_second']:.1f}"),
+    ]
+    if c["would_send"]:
+        rows.insert(2, ("would send (dry run)", c["would_send"]))
+    if result.resumed:
+        rows.insert(0, ("resumed from", result.start_cursor or "the first page"))
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+    console.print(f"files in {result.out_dir}", markup=False)
+
+
+def _write_report(
+    path: Path | None, result: RunResult, extra: dict[str, Any] | None = None
+) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.report(extra), indent=2) + "\n", encoding="utf-8")
+
+
+def _stopped(result: RunResult) -> None:
+    assert result.stopped is not None
+    errors.print(f"stopped: {result.stopped}", markup=False)
+    if result.stopped.account:
+        errors.print("check the credentials and the plan of the API named above, then resume.")
+    command = resume_command(result.resume_cursor)
+    errors.print(f"everything before the resume point is saved. Resume with:\n  {command}")
+
+
+@app.command()
+def run(
+    env_file: EnvFile = None,
+    out_dir: OutDir = Path("."),
+    offset: Annotated[
+        str | None,
+        typer.Option(
+            "--offset", help="Start at this Segment list cursor (overrides the checkpoint)."
+        ),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Ignore the checkpoint; start at the first page.")
+    ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Send every customer, changed or not.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and map; write dry-run.jsonl; send nothing.")
+    ] = False,
+    metadata: Metadata = MetadataMode.metadata,
+    no_input: NoInput = False,
+    report: Report = None,
+    log_file: LogFile = None,
+    verbose: Verbose = False,
+) -> None:
+    """Migrate every profile (resuming from the checkpoint, sending only what changed)."""
+    settings = _settings(env_file)
+    _setup_logging(log_file, verbose, settings.secrets)
+    options = RunOptions(metadata_mode=metadata.value, full=full, dry_run=dry_run)
+    prompted = False
+    while True:
+
+        def make(
+            view: ProgressView, start: str | None = offset, again: bool = restart
+        ) -> Awaitable[RunResult]:
+            return run_migration(
+                settings, out_dir, options, offset=start, restart=again, on_start=view.attach
+            )
+
+        result = _execute(make)
+        _summary(result, "migrator dry run" if dry_run else "migrator run")
+        _write_report(report, result)
+        if result.stopped is None:
+            raise typer.Exit(result.exit_code)
+        _stopped(result)
+        if prompted or no_input or result.stopped.account or not _interactive():
+            raise typer.Exit(EXIT_STOPPED)
+        prompted = True
+        cursor = result.resume_cursor
+        if not typer.confirm(f"Resume from offset {cursor or 'the first page'}?", default=False):
+            raise typer.Exit(EXIT_STOPPED)
+        offset, restart = cursor, cursor is None
+
+
+@app.command("retry-failed")
+def retry_failed_command(
+    env_file: EnvFile = None,
+    out_dir: OutDir = Path("."),
+    metadata: Metadata = MetadataMode.metadata,
+    report: Report = None,
+    log_file: LogFile = None,
+    verbose: Verbose = False,
+) -> None:
+    """Read the failed customers again from Segment, resend them, clear those that succeed."""
+    settings = _settings(env_file)
+    _setup_logging(log_file, verbose, settings.secrets)
+    options = RunOptions(metadata_mode=metadata.value)
+    result = _execute(lambda view: retry_failed(settings, out_dir, options, on_start=view.attach))
+    _summary(result, "migrator retry-failed")
+    _write_report(report, result)
+    if result.stopped is not None:
+        _stopped(result)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("status")
+def status_command(
+    out_dir: OutDir = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Recent runs, the checkpoint, customers confirmed and failures pending."""
+    data = status(out_dir)
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    if data["state_file"] is None:
+        console.print(f"no runs yet in {out_dir.resolve()}", markup=False)
+        return
+    checkpoint = data["checkpoint"]
+    console.print(
+        "checkpoint: "
+        + (
+            "none (the last run finished)"
+            if checkpoint is None
+            else f"run {checkpoint['run_id']} stopped; resumes at "
+            f"{checkpoint['cursor'] or 'the first page'}"
+        ),
+        markup=False,
+    )
+    console.print(f"customers confirmed: {data['customers_confirmed']}")
+    console.print(f"failures pending: {data['failures_pending']}")
+    console.print(f"profiles without identifier: {data['profiles_without_identifier']}")
+    table = Table("run", "command", "started", "ended", "outcome", "read", "confirmed", "failed")
+    for r in data["runs"]:
+        counts = r["counts"]
+        table.add_row(
+            str(r["id"]),
+            r["command"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"])),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ended_at"]))
+            if r["ended_at"]
+            else "-",
+            r["outcome"],
+            str(counts.get("profiles_read", "-")),
+            str(counts.get("confirmed", "-")),
+            str(counts.get("failed", "-")),
+        )
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
+
+_unused = (os, tempfile)
