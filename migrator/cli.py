@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import tempfile
@@ -13,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -36,6 +35,8 @@ from migrator.runner import (
     run_migration,
     status,
 )
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Move every Segment Unify profile into Voucherify as a customer, then keep it in step.",
@@ -156,7 +157,7 @@ class ProgressView:
             f"{c.profiles_read / elapsed:.1f} profiles/s"
         )
 
-    async def run(self, work: Awaitable[RunResult]) -> RunResult:
+    async def run(self, work: Awaitable[T]) -> T:
         if console.is_terminal:
             with Progress(
                 SpinnerColumn(),
@@ -170,7 +171,7 @@ class ProgressView:
                 return await self._with_ticker(work, 0.25)
         return await self._with_ticker(work, 10.0)
 
-    async def _with_ticker(self, work: Awaitable[RunResult], every: float) -> RunResult:
+    async def _with_ticker(self, work: Awaitable[T], every: float) -> T:
         async def tick() -> None:
             while True:
                 await asyncio.sleep(every)
@@ -200,7 +201,7 @@ def _execute(
     """Run a command's coroutine with progress; SIGTERM and Ctrl-C stop it cleanly."""
     view = ProgressView(total)
 
-    async def main() -> RunResult:
+    async def main() -> T:
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
         assert current is not None
@@ -379,11 +380,93 @@ def status_command(
     console.print(table)
 
 
+@app.command()
+def demo(
+    profiles: Annotated[
+        int, typer.Option("--profiles", min=1, help="Profiles to generate.")
+    ] = 3000,
+    segment_rate: Annotated[
+        int, typer.Option("--segment-rate", min=1, help="The sandbox space's Segment requests/s.")
+    ] = 250,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated profiles.")] = 1,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir",
+            help="Where to write the run's files (default: a new temp dir).",
+            file_okay=False,
+        ),
+    ] = None,
+    metadata: Metadata = MetadataMode.metadata,
+) -> None:
+    """Migrate a local sandbox of both APIs and verify every customer. Needs no credentials."""
+    from migrator.demo import run_demo
+    from migrator.sandbox.settings import SandboxSettings
+
+    _setup_logging(None, False, ())
+    target = out_dir or Path(tempfile.mkdtemp(prefix="migrator-demo-"))
+    sandbox = SandboxSettings(
+        profiles=profiles,
+        seed=seed,
+        segment_rate=segment_rate,
+        latency_min_ms=20,
+        latency_max_ms=80,
+    )
+    console.print(
+        f"sandbox: {profiles} generated profiles, Segment limit {segment_rate} requests/s, "
+        f"Voucherify 2,000 requests/min; files in {target}",
+        markup=False,
+    )
+    result = _execute(
+        lambda view: run_demo(sandbox, target, metadata.value, on_start=view.attach), total=profiles
+    )
+    _summary(result.run, "migrator demo")
+    v = result.verification
+    table = Table(title="verified against the sandbox's oracle", show_header=False)
+    table.add_row("customers expected", str(v.expected))
+    table.add_row("arrived in Voucherify", str(v.arrived))
+    table.add_row("correct to the last field", str(v.correct))
+    table.add_row("wrong fields", str(len(v.wrong)))
+    table.add_row("unexpected customers", str(len(v.unexpected)))
+    table.add_row(
+        "without identifier (listed / expected)",
+        f"{result.listed_without_identifier} / {len(v.no_identifier)}",
+    )
+    table.add_row("failures in the ledger", str(result.ledger_lines))
+    table.add_row("Segment 429 answers", str(result.segment_429))
+    console.print(table)
+    if result.ok:
+        console.print(
+            "[bold green]verified:[/] every profile is in Voucherify or listed without identifier."
+        )
+        raise typer.Exit(0)
+    console.print("[bold red]not verified:[/] see the table above.")
+    raise typer.Exit(1)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sandbox(ctx: typer.Context) -> None:
+    """Serve the sandbox of both APIs and print the variables that point `migrator run` at it.
+
+    Knobs: --profiles N --port P --segment-rate R --voucherify-rate R --latency-ms MIN,MAX
+    --fault-5xx X ... (run `migrator sandbox --help` for the whole list).
+    """
+    from migrator.sandbox.options import parse_args
+    from migrator.sandbox.server import serve
+
+    options = parse_args(list(ctx.args), prog="migrator sandbox")
+    try:
+        serve(options.settings, options.host, options.port, access_log=options.access_log)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
     app()
-
-_unused = (os, tempfile)

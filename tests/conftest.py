@@ -34,3 +34,46 @@ def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     from migrator import http
 
     monkeypatch.setattr(http, "_wait", lambda state: 0.0)
+
+
+# -- the sandbox, end to end ---------------------------------------------------------------
+
+#: Fast settings for end-to-end tests: no rate limits to wait on, quick async actions.
+FAST_ENV = {"SEGMENT_RATE_LIMIT": "100000", "VOUCHERIFY_RATE_LIMIT": "600000", "MAX_ATTEMPTS": "8"}
+
+
+def sandbox_settings(**knobs: Any) -> Any:
+    """SandboxSettings for tests: unlimited, quick, bodies recorded for schema checks."""
+    from migrator.sandbox.settings import SandboxSettings
+
+    defaults: dict[str, Any] = {
+        "profiles": 300,
+        "segment_rate": 0,
+        "voucherify_rate": 0,
+        "async_delay": 0.05,
+        "record_bodies": True,
+    }
+    return SandboxSettings(**(defaults | knobs))
+
+
+@pytest.fixture
+def make_sandbox() -> Iterator[Any]:
+    """Start sandboxes on free ports (`make_sandbox(profiles=..., knob=...)`); all stopped after."""
+    from migrator.sandbox.server import ThreadedSandbox
+
+    started: list[ThreadedSandbox] = []
+
+    def start(**knobs: Any) -> ThreadedSandbox:
+        sandbox = ThreadedSandbox(sandbox_settings(**knobs)).start()
+        started.append(sandbox)
+        return sandbox
+
+    yield start
+    for sandbox in started:
+        sandbox.stop()
+
+
+@pytest.fixture
+def sandbox(make_sandbox: Any) -> Any:
+    """A default sandbox of 300 profiles on a free port."""
+    return make_sandbox()

@@ -1,0 +1,84 @@
+"""`migrator demo`: a full migration against an in-process sandbox, verified field by field.
+
+It needs no credentials and no `.env`: the sandbox serves both APIs on a free local port,
+the real pipeline migrates every generated profile, and the oracle (an independent
+implementation of docs/mapping.md) checks every customer Voucherify ended up with, the
+no-identifier list and the failure ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from migrator.config import load_settings
+from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
+from migrator.pipeline import Pipeline, RunOptions
+from migrator.runner import RunResult, run_migration
+from migrator.sandbox.oracle import Verification, verify
+from migrator.sandbox.server import SandboxServer
+from migrator.sandbox.settings import SandboxSettings
+
+#: The demo's Voucherify plan: Organization (2,000 requests/minute).
+DEMO_VOUCHERIFY_RATE = 2000
+
+
+@dataclass
+class DemoResult:
+    run: RunResult
+    verification: Verification
+    listed_without_identifier: int
+    listed_correctly: bool
+    ledger_lines: int
+    segment_429: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.run.exit_code == 0
+            and self.verification.ok
+            and self.listed_correctly
+            and self.ledger_lines == 0
+        )
+
+
+async def run_demo(
+    sandbox_settings: SandboxSettings,
+    out_dir: Path,
+    metadata_mode: str = "metadata",
+    on_start: Callable[[Pipeline], None] | None = None,
+) -> DemoResult:
+    async with SandboxServer(sandbox_settings) as server:
+        env = server.env()
+        env.setdefault("VOUCHERIFY_RATE_LIMIT", str(DEMO_VOUCHERIFY_RATE))
+        settings = load_settings(env)
+        result = await run_migration(
+            settings,
+            out_dir,
+            RunOptions(metadata_mode=metadata_mode),
+            restart=True,
+            on_start=on_start,
+        )
+        await server.sandbox.wait_idle()
+        verification = verify(server.sandbox, settings.identifier, metadata_mode)
+        segment_429 = int(server.sandbox.stats_json().get("segment_429", 0))
+    listed = _listed(out_dir / NO_IDENTIFIER_FILE)
+    ledger = out_dir / FAILURES_FILE
+    ledger_lines = len(ledger.read_text(encoding="utf-8").splitlines()) if ledger.exists() else 0
+    return DemoResult(
+        run=result,
+        verification=verification,
+        listed_without_identifier=len(listed),
+        listed_correctly=sorted(listed) == sorted(verification.no_identifier),
+        ledger_lines=ledger_lines,
+        segment_429=segment_429,
+    )
+
+
+def _listed(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [row["segment_id"] for row in csv.DictReader(handle)]

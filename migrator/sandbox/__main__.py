@@ -1,0 +1,15 @@
+"""``python -m migrator.sandbox --profiles N --port P ...``: serve the sandbox until Ctrl-C."""
+
+from __future__ import annotations
+
+from migrator.sandbox.options import parse_args
+from migrator.sandbox.server import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_args(argv)
+    serve(options.settings, options.host, options.port, access_log=options.access_log)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Fault injection: the ways production networks and APIs misbehave, at chosen rates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+from collections import defaultdict
+
+from aiohttp import web
+
+from migrator.sandbox.settings import SandboxSettings
+
+# Top-level keys a client cannot do without; "missing its main fields" drops them.
+MAIN_KEYS = frozenset(
+    {
+        "data", "traits", "cursor", "metadata", "async_action_id", "status", "result",
+        "async_actions", "has_more", "properties", "source_id", "id",
+    }
+)  # fmt: skip
+_HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+class FaultInjector:
+    """Seeded decisions, so a run with the same seed and request order fails the same way."""
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self.rng = random.Random(f"{settings.seed}:faults")
+        self._table = [
+            ("429_burst", settings.fault_429_burst),
+            ("5xx", settings.fault_5xx),
+            ("hang", settings.fault_hang),
+            ("reset", settings.fault_reset),
+            ("malformed", settings.fault_malformed),
+        ]
+        self._any = any(share for _, share in self._table)
+        self._attempts: defaultdict[str, int] = defaultdict(int)
+
+    def roll(self) -> str | None:
+        """The fault for one request, or None (one roll: the shares are exclusive)."""
+        if not self._any:
+            return None
+        roll, acc = self.rng.random(), 0.0
+        for kind, share in self._table:
+            acc += share
+            if roll < acc:
+                return kind
+        return None
+
+    def server_error_status(self) -> int:
+        return self.rng.choice((500, 502, 503))
+
+    def after_accept(self) -> bool:
+        """Half of the 5xx on a bulk POST strike after the batch was enqueued."""
+        return self.rng.random() < 0.5
+
+    def action_fails(self) -> bool:
+        share = self.settings.fault_action_failed
+        return share > 0 and self.rng.random() < share
+
+    def customer_fails(self, source_id: str) -> bool:
+        """Per source_id and seed; unless sticky, each re-send gets a fresh draw."""
+        share = self.settings.fault_customer_error
+        if share <= 0:
+            return False
+        attempt = 0
+        if not self.settings.fault_customer_error_sticky:
+            attempt = self._attempts[source_id]
+            self._attempts[source_id] += 1
+        key = f"{self.settings.seed}:{source_id}:{attempt}".encode()
+        draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest()) / 2**64
+        return draw < share
+
+    def malform(self, response: web.Response) -> web.Response:
+        """A 2xx whose body is cut short, not JSON at all, or JSON without its main fields."""
+        body = response.body if isinstance(response.body, bytes) else b""
+        variant = self.rng.randrange(3)
+        if variant == 0 and len(body) > 1:
+            return web.Response(
+                status=response.status, body=body[: len(body) // 2], content_type="application/json"
+            )
+        if variant == 1:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                kept = {k: v for k, v in data.items() if k not in MAIN_KEYS}
+                text = json.dumps(kept if len(kept) < len(data) else {})
+                return web.json_response(text=text, status=response.status)
+        return web.Response(status=response.status, body=_HTML, content_type="text/html")
+
+
+def drop_connection(request: web.Request) -> web.Response:
+    """Close the TCP connection without an answer; the client sees a disconnect.
+
+    The returned response is never written (the transport is gone); aiohttp discards it.
+    """
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    return web.Response(status=500)
+
+
+async def hang(request: web.Request, stopping: asyncio.Event, cap: float) -> None:
+    """Hold the request unanswered until the client gives up, the cap, or shutdown.
+
+    aiohttp does not cancel handlers on disconnect by default, so poll the transport.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cap
+    while loop.time() < deadline and not stopping.is_set():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=0.05)
