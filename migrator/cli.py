@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from migrator.config import Settings, load_settings, read_environment
@@ -45,7 +45,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=False, highlight=False)
-errors = Console(stderr=True, highlight=False)
+# soft_wrap: a message is one line even in a log or a pipe (rich would wrap it at 80 columns).
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class MetadataMode(StrEnum):
@@ -161,6 +162,7 @@ class ProgressView:
         if console.is_terminal:
             with Progress(
                 SpinnerColumn(),
+                BarColumn(bar_width=20),
                 TextColumn("{task.description}"),
                 TimeElapsedColumn(),
                 console=console,
