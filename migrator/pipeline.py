@@ -299,6 +299,7 @@ class Pipeline:
             self.counts.no_identifier += 1
             if self.state.add_no_identifier(segment_id, self.run_id):
                 self.outputs.append_no_identifier(segment_id)
+            self.state.clear_failure(segment_id)
             self.tracker.settle(seq)
             return
         self.state.remove_no_identifier(segment_id)
@@ -351,12 +352,12 @@ class Pipeline:
         batch = Batch(self._pending)
         self._pending, self._pending_bytes = [], 0
         assert self._tasks is not None
-        self._tasks.create_task(self._send(batch, acquire=True))
+        self._tasks.create_task(self._send(batch))
 
-    async def _send(self, batch: Batch, *, acquire: bool = False) -> None:
+    async def _send(self, batch: Batch) -> None:
+        """Send a batch once a slot among the outstanding batches is free."""
         assert self.voucherify is not None
-        if acquire:
-            await self._outstanding.acquire()
+        await self._outstanding.acquire()
         try:
             action_id = await self.voucherify.bulk_upsert(batch.body())
         except RequestRejected as exc:
@@ -377,8 +378,8 @@ class Pipeline:
         log.warning("a batch of %d was rejected (%s); sending it in halves", len(batch.items), exc)
         half = len(batch.items) // 2
         await asyncio.gather(
-            self._send(Batch(batch.items[:half]), acquire=True),
-            self._send(Batch(batch.items[half:]), acquire=True),
+            self._send(Batch(batch.items[:half])),
+            self._send(Batch(batch.items[half:])),
         )
 
     # -- confirmations ----------------------------------------------------------------
@@ -416,9 +417,7 @@ class Pipeline:
                 self.counts.batches_resent += 1
                 log.warning("async action %s FAILED; sending its batch again", action["id"])
                 assert self._tasks is not None
-                self._tasks.create_task(
-                    self._send(Batch(batch.items, batch.attempt + 1), acquire=True)
-                )
+                self._tasks.create_task(self._send(Batch(batch.items, batch.attempt + 1)))
                 return
             for item in batch.items:
                 self._fail(

@@ -139,9 +139,8 @@ async def retry_failed(
             for i in range(0, len(segment_ids), 100):
                 yield ProfilePage(None, tuple(segment_ids[i : i + 100]), None)
 
-        for segment_id in segment_ids:
-            # A profile that fails again is recorded again; one that succeeds stays cleared.
-            state.clear_failure(segment_id)
+        # Entries leave the ledger only when their customer is confirmed (or the profile
+        # turns out to have no identifier); a retry that stops half-way loses nothing.
         return await _drive(pipeline, pages, "retry-failed", state, outputs, out_dir)
 
 

@@ -229,3 +229,17 @@ def test_status_reports_runs_and_confirmed_customers(sandbox: Any, tmp_path: Pat
     assert data["customers_confirmed"] == result.counts.confirmed
     assert data["runs"][0]["outcome"] == "completed"
     assert data["profiles_without_identifier"] == result.counts.no_identifier
+
+
+def test_retry_failed_that_stops_keeps_the_whole_ledger(
+    make_sandbox: Any, tmp_path: Path
+) -> None:
+    sandbox = make_sandbox(profiles=200, fault_customer_error=0.1)
+    assert migrate(sandbox, tmp_path).exit_code == 1
+    before = sorted(r["segment_id"] for r in ledger(tmp_path))
+    assert before
+    wrong_key = settings_for(sandbox, VOUCHERIFY_SECRET_KEY="not-the-key")
+    stopped = asyncio.run(retry_failed(wrong_key, tmp_path, RunOptions()))
+    assert stopped.exit_code == 3 and stopped.stopped is not None and stopped.stopped.account
+    assert sorted(r["segment_id"] for r in ledger(tmp_path)) == before
+    assert status(tmp_path)["failures_pending"] == len(before)
