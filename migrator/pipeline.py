@@ -209,6 +209,8 @@ class Pipeline:
                 self.segment = segment
                 async with VoucherifyClient(self.settings) as voucherify:
                     self.voucherify = voucherify
+                    if not self.options.dry_run:
+                        await self._preflight()
                     await self._run_tasks(source(segment))
         except (ApiError, OSError, BaseExceptionGroup) as exc:
             cause = _first_cause(exc)
@@ -222,6 +224,19 @@ class Pipeline:
             self.outputs.close()
             self.state.commit()
         return self.counts
+
+    async def _preflight(self) -> None:
+        """Check the Voucherify credentials before reading Segment, and warn about a
+        metadata schema that will reject undefined keys (those customers go to the ledger)."""
+        assert self.voucherify is not None
+        schema = await self.voucherify.customer_metadata_schema()
+        if schema and schema.get("allow_defined_only") and self.options.metadata_mode != "none":
+            defined = ", ".join(sorted(schema.get("properties") or {})) or "none"
+            log.warning(
+                "Voucherify accepts only defined customer metadata keys (%s); customers with "
+                "other keys will be rejected and recorded in the failure ledger",
+                defined,
+            )
 
     async def _run_tasks(self, pages: AsyncIterator[ProfilePage]) -> None:
         async with asyncio.TaskGroup() as tasks:

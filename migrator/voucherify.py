@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.config import Settings
+from migrator.exceptions import RequestRejected
 from migrator.http import ApiClient, MalformedResponse, make_limiter
 
 #: Documented limits of one `POST /v1/customers/bulk/async`.
@@ -53,6 +54,12 @@ def _actions(body: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _schema(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("properties", {}), dict):
+        raise MalformedResponse("'properties' missing from the metadata schema")
+    return body
+
+
 class VoucherifyClient(ApiClient):
     """One Voucherify project, paced under its requests per minute."""
 
@@ -83,3 +90,10 @@ class VoucherifyClient(ApiClient):
     async def recent_async_actions(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest async actions (status only, no result): one call for many actions."""
         return await self.request("GET", "/v1/async-actions", _actions, params={"limit": limit})
+
+    async def customer_metadata_schema(self) -> dict[str, Any] | None:
+        """The project's customer metadata schema; None when the project defines none."""
+        try:
+            return await self.request("GET", "/v1/metadata-schemas/customer", _schema)
+        except RequestRejected:
+            return None

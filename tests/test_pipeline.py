@@ -243,3 +243,21 @@ def test_retry_failed_that_stops_keeps_the_whole_ledger(
     assert stopped.exit_code == 3 and stopped.stopped is not None and stopped.stopped.account
     assert sorted(r["segment_id"] for r in ledger(tmp_path)) == before
     assert status(tmp_path)["failures_pending"] == len(before)
+
+
+def test_allow_defined_only_rejections_are_warned_and_recorded(
+    make_sandbox: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = {"tier": {"type": "string", "array": False, "optional": True}}
+    sandbox = make_sandbox(profiles=200, allow_defined_only=True, metadata_schema=schema)
+    with caplog.at_level("WARNING", logger="migrator"):
+        result = migrate(sandbox, tmp_path)
+    assert any("only defined customer metadata keys (tier)" in r.message for r in caplog.records)
+    sandbox.wait_idle()
+    check = verify(sandbox.sandbox)
+    failures = ledger(tmp_path)
+    assert failures, "generated metadata has keys beyond `tier`"
+    assert result.exit_code == 1
+    assert {r["source_id"] for r in failures} == set(check.missing)
+    for record in failures:
+        assert set(record["payload"]["metadata"]) - {"tier"}
