@@ -94,9 +94,7 @@ def test_every_profile_arrives_correct_to_the_last_field(
 def test_long_tail_profiles_read_every_page(make_sandbox: Any, tmp_path: Path) -> None:
     """Profiles with 300 traits and user_id on a later external_ids page still arrive whole."""
     sandbox = make_sandbox(profiles=120, long_tail=1.0)
-    result = migrate(
-        sandbox, tmp_path, metadata_mode="all", env={"SEGMENT_TRAITS_LIMIT": "50"}
-    )
+    result = migrate(sandbox, tmp_path, metadata_mode="all", env={"SEGMENT_TRAITS_LIMIT": "50"})
     assert result.exit_code == 0
     sandbox.wait_idle()
     check = verify(sandbox.sandbox, "user_id", "all")
@@ -200,9 +198,7 @@ def test_customer_errors_go_to_the_ledger_and_retry_failed_clears_them(
     assert {r["source_id"] for r in failures} == set(check.missing)
 
     sandbox.call(setattr, sandbox.sandbox.settings, "fault_customer_error", 0.0)
-    retried = asyncio.run(
-        retry_failed(settings_for(sandbox), tmp_path, RunOptions())
-    )
+    retried = asyncio.run(retry_failed(settings_for(sandbox), tmp_path, RunOptions()))
     assert retried.exit_code == 0
     assert ledger(tmp_path) == []
     sandbox.wait_idle()
@@ -231,9 +227,7 @@ def test_status_reports_runs_and_confirmed_customers(sandbox: Any, tmp_path: Pat
     assert data["profiles_without_identifier"] == result.counts.no_identifier
 
 
-def test_retry_failed_that_stops_keeps_the_whole_ledger(
-    make_sandbox: Any, tmp_path: Path
-) -> None:
+def test_retry_failed_that_stops_keeps_the_whole_ledger(make_sandbox: Any, tmp_path: Path) -> None:
     sandbox = make_sandbox(profiles=200, fault_customer_error=0.1)
     assert migrate(sandbox, tmp_path).exit_code == 1
     before = sorted(r["segment_id"] for r in ledger(tmp_path))
