@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from migrator.config import Settings, load_settings, read_environment
 from migrator.exceptions import ConfigError, LockedError
@@ -44,9 +45,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False, highlight=False)
+console = Console(stderr=False, highlight=False, emoji=False)
 # soft_wrap: a message is one line even in a log or a pipe (rich would wrap it at 80 columns).
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class MetadataMode(StrEnum):
@@ -239,7 +240,7 @@ def _summary(result: RunResult, title: str) -> None:
     if result.resumed:
         rows.insert(0, ("resumed from", result.start_cursor or "the first page"))
     for name, value in rows:
-        table.add_row(name, str(value))
+        table.add_row(name, Text(str(value)))  # a cursor is opaque: never markup
     console.print(table)
     console.print(f"files in {result.out_dir}", markup=False)
 
@@ -259,7 +260,9 @@ def _stopped(result: RunResult) -> None:
     if result.stopped.account:
         errors.print("check the credentials and the plan of the API named above, then resume.")
     command = resume_command(result.resume_cursor)
-    errors.print(f"everything before the resume point is saved. Resume with:\n  {command}")
+    errors.print(
+        f"everything before the resume point is saved. Resume with:\n  {command}", markup=False
+    )
 
 
 @app.command()
