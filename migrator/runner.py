@@ -100,6 +100,8 @@ async def run_migration(
         run_id = state.start_run(command, start)
         outputs = OutputFiles(out_dir)
         pipeline = Pipeline(settings, options, state, outputs, run_id)
+        # A stop before the first page settles must point back here, not at the first page.
+        pipeline.checkpoint_cursor = start
         if options.checkpointing and not options.dry_run:
             state.set_checkpoint(start, run_id)
         if on_start:
