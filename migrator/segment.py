@@ -101,20 +101,24 @@ class SegmentClient(ApiClient):
         key: str,
         kind: type,
         start: str | None = None,
+        urgent: bool = False,
     ) -> AsyncIterator[tuple[str | None, Any, str | None]]:
         """Yield `(cursor that fetched it, body, next cursor)` for every page."""
         paginator = CursorPaginator(start)
         while paginator.has_next_page:
             paginator.update_request(params)
             used = paginator.next
-            body = await self.request("GET", path, _expect(key, kind), params=dict(params))
+            body = await self.request(
+                "GET", path, _expect(key, kind), params=dict(params), urgent=urgent
+            )
             paginator.update_state(body)
             yield used, body, paginator.next
 
     async def profile_pages(self, start: str | None = None) -> AsyncIterator[ProfilePage]:
         """Every page of profile ids, from `start` (a list cursor) on."""
         params: dict[str, str | int] = {"limit": self.page_size}
-        async for used, body, nxt in self.paginate("", params, "data", list, start):
+        # Urgent: every profile task waits on the next page, so it passes their requests.
+        async for used, body, nxt in self.paginate("", params, "data", list, start, urgent=True):
             ids = tuple(
                 item["segment_id"]
                 for item in body["data"]

@@ -84,12 +84,16 @@ class VoucherifyClient(ApiClient):
             "POST", "/v1/customers/bulk/async", _action_id, data=body, expect=(200, 201, 202)
         )
 
+    # Polls are urgent: each one that finds an action final frees a slot for the next batch,
+    # so queueing them behind the batches they hold back would only leave the quota idle.
     async def async_action(self, action_id: str) -> dict[str, Any]:
-        return await self.request("GET", f"/v1/async-actions/{action_id}", _action)
+        return await self.request("GET", f"/v1/async-actions/{action_id}", _action, urgent=True)
 
     async def recent_async_actions(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest async actions (status only, no result): one call for many actions."""
-        return await self.request("GET", "/v1/async-actions", _actions, params={"limit": limit})
+        return await self.request(
+            "GET", "/v1/async-actions", _actions, params={"limit": limit}, urgent=True
+        )
 
     async def customer_metadata_schema(self) -> dict[str, Any] | None:
         """The project's customer metadata schema; None when the project defines none."""

@@ -443,3 +443,33 @@ async def test_limiter_never_exceeds_the_sliding_window(
     assert busiest <= requests
     per_window = len(stamps) / (duration / per_seconds)
     assert per_window >= 0.9 * requests
+
+
+async def test_urgent_waiters_pass_the_queue_and_cancelled_ones_take_no_slot() -> None:
+    """Polls and list pages are urgent: they leave before requests that queued earlier."""
+    limiter = make_limiter(50, 1.0)  # capacity 1, one release every ~20 ms
+    await limiter.acquire()  # the bucket is now full: everyone below waits
+    order: list[str] = []
+
+    async def take(name: str, urgent: bool = False) -> None:
+        await limiter.acquire(urgent)
+        order.append(name)
+
+    normal = [asyncio.create_task(take(f"n{i}")) for i in range(3)]
+    cancelled = asyncio.create_task(take("cancelled", urgent=True))
+    await asyncio.sleep(0)
+    urgent = asyncio.create_task(take("u", urgent=True))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(*normal, urgent)
+    assert order == ["u", "n0", "n1", "n2"]
+
+
+@pytest.mark.parametrize("per_minute", [100, 2000])
+def test_a_per_minute_limit_keeps_jitter_room_but_no_more(per_minute: int) -> None:
+    """Within any 60 s window plus jitter, the bucket lets through no more than the limit,
+    and it does not hold back more than the 3% headroom would."""
+    limiter = make_limiter(per_minute, 60.0)
+    most = limiter.capacity + limiter.rate * (60.0 + http.MAX_JITTER_SECONDS)
+    assert most <= per_minute + 1e-9  # exactly the limit at 2,000/min, up to rounding
+    assert limiter.rate * 60.0 >= 0.97 * per_minute
