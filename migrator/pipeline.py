@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import math
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -41,8 +43,10 @@ BATCH_ATTEMPTS = 3
 MAX_OUTSTANDING_BATCHES = 20
 #: A partial batch is sent after this long without reaching 100 customers.
 LINGER_SECONDS = 1.0
-#: List pages fetched ahead of the one being processed.
-PREFETCH_PAGES = 2
+#: List pages fetched ahead of the one being processed. A list call waits in the limiter
+#: behind every profile request already queued (~0.4 s), and a 429 on it costs 1 s more;
+#: 10 pages (1,000 ids, ~2 s of work at 1,000 req/s) keep the profile tasks fed meanwhile.
+PREFETCH_PAGES = 10
 #: Share of the Voucherify request budget spent on listing async actions.
 POLL_BUDGET_SHARE = 0.1
 
@@ -202,6 +206,7 @@ class Pipeline:
     ) -> Counts:
         """Migrate every page `source` yields; raises `RunStopped` when it cannot go on."""
         self.checkpoint_cursor = start
+        _pin_mmap_threshold()
         if self.options.dry_run:
             self.outputs.start_dry_run()
         try:
@@ -288,16 +293,21 @@ class Pipeline:
 
     async def _migrate_profile(self, seq: int, segment_id: str) -> None:
         assert self.segment is not None
+        # Both calls at once; one task for the external ids rather than gather's two tasks
+        # (gather cost ~2% of the CPU per profile).
+        ids = asyncio.create_task(self.segment.external_ids(segment_id, [self.settings.identifier]))
         try:
-            traits, external_ids = await asyncio.gather(
-                self.segment.traits(segment_id, self._include),
-                self.segment.external_ids(segment_id, [self.settings.identifier]),
-            )
+            traits = await self.segment.traits(segment_id, self._include)
+            external_ids = await ids
         except RequestRejected as exc:
             # Typically 404: the profile was merged or deleted after it was listed.
+            ids.add_done_callback(_ignore_outcome)  # as gather did: it no longer matters
             self.counts.profiles_read += 1
             self._fail(seq, segment_id, None, f"could not read the profile: {exc}", None)
             return
+        except BaseException:
+            ids.cancel()  # the run is stopping: do not leave the other call behind
+            raise
         self.counts.profiles_read += 1
         mapped = map_profile(
             segment_id,
@@ -353,10 +363,22 @@ class Pipeline:
         if len(self._pending) >= MAX_ITEMS:
             self._flush()
         elif self._linger is None:
-            self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._flush)
+            self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._lingered)
         # Backpressure: hold this profile's slot until Voucherify has room.
         await self._outstanding.acquire()
         self._outstanding.release()
+
+    def _lingered(self) -> None:
+        """The linger expired: send the partial batch, unless it would only wait for a slot.
+
+        While every batch slot is taken, Voucherify is the bottleneck and a partial batch
+        would queue anyway; letting it fill saves requests from the quota that is short.
+        """
+        self._linger = None
+        if self._outstanding.locked():
+            self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._lingered)
+        else:
+            self._flush()
 
     def _flush(self) -> None:
         if self._linger is not None:
@@ -498,6 +520,30 @@ class Pipeline:
             self.state.set_checkpoint(cursor, self.run_id)
         else:
             self.state.commit()
+
+
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    """Retrieve a task's exception so that asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _pin_mmap_threshold() -> None:
+    """Keep RSS flat on glibc: fix malloc's mmap threshold at its default of 128 KiB.
+
+    asyncio (3.11) reads every socket into a fresh 256 KiB buffer and then shrinks it. The
+    first time glibc frees such a block it raises its mmap threshold, after which the read
+    buffers are carved from the heap and fragment it: RSS grew by ~0.3 KB per profile
+    (+42% at 100,000 profiles) while the Python heap stayed flat. Setting the threshold
+    explicitly turns that adjustment off. Not glibc (musl, macOS): nothing to do.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
 
 
 def _first_cause(exc: BaseException) -> BaseException | None:
