@@ -19,15 +19,8 @@ from migrator.outputs import DRY_RUN_FILE
 from migrator.runner import status
 from migrator.sandbox.oracle import verify
 from migrator.sandbox.server import ThreadedSandbox
-from tests.test_faults import (
-    MIGRATOR_VARS,
-    assert_migrated_exactly,
-    child_env,
-    cli,
-    has_null,
-    ledger,
-    set_knobs,
-)
+from tests.helpers import has_null, ledger
+from tests.test_faults import MIGRATOR_VARS, assert_migrated_exactly, child_env, cli, set_knobs
 
 REQUIRED = (
     "SEGMENT_ACCESS_TOKEN",

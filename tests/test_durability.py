@@ -23,6 +23,7 @@ from migrator.runner import status
 from migrator.sandbox.oracle import expected_customer
 from migrator.sandbox.server import ThreadedSandbox
 from migrator.segment import SegmentClient
+from tests.helpers import listed, settings_for
 from tests.test_faults import (
     assert_migrated_exactly,
     checkpoint_of,
@@ -30,8 +31,6 @@ from tests.test_faults import (
     cli,
     confirmed_in,
     fault_free_customers,
-    listed,
-    settings_for,
     wait_for,
 )
 

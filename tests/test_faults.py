@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import csv
 import json
 import os
 import re
@@ -23,10 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
 
-from migrator.config import Settings, load_settings
-from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
 from migrator.pipeline import RunOptions, RunStopped
 from migrator.runner import RunResult, run_migration, status
 from migrator.sandbox.faults import FaultInjector
@@ -35,10 +31,9 @@ from migrator.sandbox.server import ThreadedSandbox
 from migrator.segment import SegmentClient
 from migrator.state import STATE_FILE
 from tests.conftest import FAST_ENV, sandbox_settings
+from tests.helpers import assert_valid_bodies, ledger, listed, settings_for
 
 PROFILES = 300
-SCHEMA = json.loads((Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text())
-VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 #: Every variable `migrator` reads: stripped from the inherited environment of a child.
 MIGRATOR_VARS = (
@@ -59,10 +54,6 @@ MIGRATOR_VARS = (
 
 
 # -- helpers shared by the end-to-end reliability tests --------------------------------------
-
-
-def settings_for(sb: ThreadedSandbox, **env: str) -> Settings:
-    return load_settings(sb.env() | FAST_ENV | env)
 
 
 def migrate(
@@ -110,40 +101,6 @@ def cli(
         timeout=timeout,
         check=False,
     )
-
-
-def listed(out: Path) -> list[str]:
-    """The segment ids in the no-identifier CSV, in file order (duplicates kept)."""
-    with (out / NO_IDENTIFIER_FILE).open(newline="", encoding="utf-8") as handle:
-        return [row["segment_id"] for row in csv.DictReader(handle)]
-
-
-def ledger(out: Path) -> list[dict[str, Any]]:
-    path = out / FAILURES_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def has_null(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, dict):
-        return any(has_null(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_null(v) for v in value)
-    return False
-
-
-def assert_valid_bodies(sb: ThreadedSandbox) -> int:
-    """Every recorded bulk body validates against the official schema and holds no null."""
-    items = 0
-    for body in sb.sandbox.bodies:
-        errors = [e.message for e in VALIDATOR.iter_errors(body)]
-        assert not errors, errors[:3]
-        assert not has_null(body)
-        items += len(body)
-    return items
 
 
 def assert_migrated_exactly(

@@ -8,17 +8,14 @@ accepts.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 
 from migrator.mapping import (
     CONSUMED_TRAITS,
@@ -33,12 +30,7 @@ from migrator.mapping import (
     string_value,
     strip_nulls,
 )
-
-SCHEMA = json.loads(
-    (Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text("utf-8")
-)
-# format_checker makes "format": "date" an assertion, not an annotation.
-VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+from tests.helpers import VALIDATOR
 
 SEG = "seg_1"
 EXT = [

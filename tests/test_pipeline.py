@@ -4,27 +4,17 @@ field; schema-valid bodies with no null; reruns that send only what changed."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
 
-from migrator.config import Settings, load_settings
-from migrator.outputs import DRY_RUN_FILE, FAILURES_FILE, NO_IDENTIFIER_FILE
+from migrator.outputs import DRY_RUN_FILE
 from migrator.pipeline import RunOptions
 from migrator.runner import RunResult, retry_failed, run_migration, status
 from migrator.sandbox.oracle import verify
-from tests.conftest import FAST_ENV
-
-SCHEMA = json.loads((Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text())
-VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
-
-
-def settings_for(sandbox: Any, **env: str) -> Settings:
-    return load_settings(sandbox.env() | FAST_ENV | env)
+from tests.helpers import assert_valid_bodies, has_null, ledger, listed, settings_for
 
 
 def migrate(
@@ -36,37 +26,6 @@ def migrate(
             settings_for(sandbox, **env), out, RunOptions(**options), offset=offset, restart=restart
         )
     )
-
-
-def listed(out: Path) -> list[str]:
-    with (out / NO_IDENTIFIER_FILE).open(newline="", encoding="utf-8") as handle:
-        return [row["segment_id"] for row in csv.DictReader(handle)]
-
-
-def ledger(out: Path) -> list[dict[str, Any]]:
-    path = out / FAILURES_FILE
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def has_null(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, dict):
-        return any(has_null(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_null(v) for v in value)
-    return False
-
-
-def assert_valid_bodies(sandbox: Any) -> int:
-    """Every body Voucherify received validates against the official schema, with no null."""
-    items = 0
-    for body in sandbox.sandbox.bodies:
-        errors = [e.message for e in VALIDATOR.iter_errors(body)]
-        assert not errors, errors[:3]
-        assert not has_null(body)
-        items += len(body)
-    return items
 
 
 @pytest.mark.parametrize("mode", ["metadata", "all", "none"])
