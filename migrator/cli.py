@@ -257,8 +257,8 @@ def _write_report(
 def _stopped(result: RunResult) -> None:
     assert result.stopped is not None
     errors.print(f"stopped: {result.stopped}", markup=False)
-    if result.stopped.account:
-        errors.print("check the credentials and the plan of the API named above, then resume.")
+    if result.stopped.hint:
+        errors.print(result.stopped.hint, markup=False)
     command = resume_command(result.resume_cursor)
     errors.print(
         f"everything before the resume point is saved. Resume with:\n  {command}", markup=False
@@ -354,16 +354,15 @@ def status_command(
         console.print(f"no runs yet in {out_dir.resolve()}", markup=False)
         return
     checkpoint = data["checkpoint"]
-    console.print(
-        "checkpoint: "
-        + (
-            "none (the last run finished)"
-            if checkpoint is None
-            else f"run {checkpoint['run_id']} stopped; resumes at "
-            f"{checkpoint['cursor'] or 'the first page'}"
-        ),
-        markup=False,
-    )
+    if checkpoint is None:
+        line = "none (the last run finished)"
+    else:
+        where = checkpoint["cursor"] or "the first page"
+        if data["running_pid"] is not None:
+            line = f"run {checkpoint['run_id']} in progress (pid {data['running_pid']}), at {where}"
+        else:
+            line = f"run {checkpoint['run_id']} stopped; resumes at {where}"
+    console.print(f"checkpoint: {line}", markup=False)
     console.print(f"customers confirmed: {data['customers_confirmed']}")
     console.print(f"failures pending: {data['failures_pending']}")
     console.print(f"profiles without identifier: {data['profiles_without_identifier']}")

@@ -45,3 +45,23 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def holder(out_dir: Path) -> int | None:
+    """The pid of the live process holding `out_dir`, or None.
+
+    Read without taking the lock, so that `migrator status` never makes a run starting at
+    the same moment exit 4. The pid stays in the file when its process is killed, hence
+    the check that it is still alive.
+    """
+    try:
+        pid = int((out_dir / LOCK_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, but another user's
+    return pid

@@ -97,6 +97,23 @@ class RunStopped(Exception):
         self.cursor = cursor
         self.account = account
 
+    @property
+    def hint(self) -> str | None:
+        """What a human can change before resuming, when the cause tells."""
+        if self.account:
+            return "check the credentials and the plan of the API named above, then resume."
+        cause = self.cause
+        if isinstance(cause, ApiError) and cause.status == 429:
+            # Retries honour Retry-After, so a 429 that outlasts them all is a limit set
+            # higher than the account allows, or one shared with another client.
+            setting = "SEGMENT_RATE_LIMIT" if cause.api == "segment" else "VOUCHERIFY_RATE_LIMIT"
+            return (
+                f"{cause.api} kept answering 429 through every retry: its limit is lower than "
+                f"{setting} says, or another client uses the same limit. Lower {setting}, "
+                "then resume."
+            )
+        return None
+
 
 @dataclass
 class Item:

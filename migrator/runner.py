@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator.config import Settings
-from migrator.lock import RunLock
+from migrator.lock import RunLock, holder
 from migrator.outputs import OutputFiles
 from migrator.pipeline import Counts, Pipeline, RunOptions, RunStopped
 from migrator.segment import ProfilePage, SegmentClient
@@ -58,6 +58,7 @@ class RunResult:
         }
         if self.stopped is not None:
             data["stopped_because"] = str(self.stopped)
+            data["hint"] = self.stopped.hint
             data["resume_cursor"] = self.stopped.cursor
             data["resume_command"] = resume_command(self.stopped.cursor)
         if state:
@@ -176,17 +177,27 @@ def status(out_dir: Path) -> dict[str, Any]:
     if not (out_dir / STATE_FILE).exists():
         return {
             "state_file": None,
+            "running_pid": None,
             "runs": [],
             "checkpoint": None,
             "customers_confirmed": 0,
             "failures_pending": 0,
             "profiles_without_identifier": 0,
         }
+    running_pid = holder(out_dir)
     with StateStore(out_dir) as state:
         checkpoint = state.checkpoint()
+        runs = state.recent_runs(10)
+        if running_pid is None:
+            # Nobody holds the directory: a run still marked running was killed (the next
+            # run records it so; say it now).
+            for run in runs:
+                if run["outcome"] == "running":
+                    run["outcome"] = "killed"
         return {
             "state_file": str(state.path),
-            "runs": state.recent_runs(10),
+            "running_pid": running_pid,
+            "runs": runs,
             "checkpoint": None
             if checkpoint is None
             else {"cursor": checkpoint.cursor, "run_id": checkpoint.run_id},

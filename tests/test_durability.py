@@ -158,8 +158,11 @@ def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(
 
     if killed_at is not None:
         shown = killed_at["cursor"] or "the first page"
-        assert f"resumes at {shown}" in status_text(tmp_path, out, sb)
-        assert status(out)["checkpoint"] == killed_at
+        assert f"stopped; resumes at {shown}" in status_text(tmp_path, out, sb)
+        now = status(out)
+        assert now["checkpoint"] == killed_at
+        assert now["running_pid"] is None
+        assert now["runs"][0]["outcome"] != "running"  # a dead run is not shown as running
 
     second = runs(sb, tmp_path, out)
     assert second.wait() == 0, second.stderr
@@ -204,6 +207,7 @@ def test_a_second_run_is_refused_and_a_killed_runs_lock_is_taken_over(
     assert str(out) in second.stderr.replace("\n", "")
     assert "Traceback" not in second.stderr
     assert first.running(), "the refused run disturbed the first"
+    assert f"in progress (pid {first.pid})" in status_text(tmp_path, out, sb)
 
     first.kill(signal.SIGKILL)
     assert lock.read_text().strip() == str(first.pid)  # a stale pid is left behind

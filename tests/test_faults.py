@@ -378,6 +378,35 @@ def test_exhausted_retries_in_process_raise_nothing_and_keep_the_checkpoint(
     assert_migrated_exactly(sb, tmp_path, fault_free_customers(1, PROFILES))
 
 
+def test_a_limit_set_above_the_spaces_stops_with_a_hint_to_lower_it(
+    make_sandbox: Any, tmp_path: Path
+) -> None:
+    """SEGMENT_RATE_LIMIT far above what the space allows: 429s outlast the retries, and
+    the stop says which setting to lower, not only that requests were rate limited."""
+    profiles = 60  # the resume runs at the space's real limit: keep it short
+    sb = make_sandbox(profiles=profiles, segment_rate=40)
+    result = migrate(sb, tmp_path, SEGMENT_RATE_LIMIT="2000", MAX_ATTEMPTS="2")
+    assert result.exit_code == 3
+    assert isinstance(result.stopped, RunStopped)
+    assert not result.stopped.account
+    hint = result.stopped.hint
+    assert hint is not None and "429" in hint and "Lower SEGMENT_RATE_LIMIT" in hint
+    assert result.report()["hint"] == hint
+
+    again = migrate(sb, tmp_path, SEGMENT_RATE_LIMIT="40")
+    assert again.exit_code == 0
+    assert again.resumed
+    assert_migrated_exactly(sb, tmp_path, fault_free_customers(1, profiles))
+
+
+def test_a_stop_that_a_setting_cannot_fix_has_no_hint(make_sandbox: Any, tmp_path: Path) -> None:
+    sb = make_sandbox(profiles=PROFILES, fault_5xx=1.0)
+    result = migrate(sb, tmp_path, MAX_ATTEMPTS="2")
+    assert result.exit_code == 3 and result.stopped is not None
+    assert result.stopped.hint is None
+    assert result.report()["hint"] is None
+
+
 def _second_page_cursor(sb: ThreadedSandbox) -> str:
     async def read() -> str:
         async with SegmentClient(settings_for(sb)) as segment:

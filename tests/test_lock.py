@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import migrator
+from migrator import lock
 from migrator.exceptions import LockedError
 from migrator.lock import LOCK_FILE, RunLock
 
@@ -77,3 +78,18 @@ def test_lock_of_another_process(
         holder.wait(timeout=10)
     with RunLock(tmp_path):
         assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+def test_holder_names_the_live_process_only(tmp_path: Path) -> None:
+    assert lock.holder(tmp_path) is None  # never locked
+    with RunLock(tmp_path):
+        assert lock.holder(tmp_path) == os.getpid()
+    assert lock.holder(tmp_path) is None  # released: the file is empty
+
+
+def test_holder_of_a_killed_process_is_none(tmp_path: Path, holder: subprocess.Popen[str]) -> None:
+    assert lock.holder(tmp_path) == holder.pid
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=10)
+    assert (tmp_path / LOCK_FILE).read_text() == f"{holder.pid}\n"  # left behind
+    assert lock.holder(tmp_path) is None
