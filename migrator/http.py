@@ -199,11 +199,14 @@ class ApiClient:
         self._connections = connections
         self._error_message = error_message or (lambda body: (None, None))
         self._session: aiohttp.ClientSession | None = None
+        self._log_requests = False
         self.requests = 0
         self.retries = 0
         self.throttled = 0
 
     async def __aenter__(self) -> ApiClient:
+        # Logging is set up before a client opens: decide once, not on every request.
+        self._log_requests = _debug_shown(log)
         connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -283,7 +286,7 @@ class ApiClient:
                 request_id = response.headers.get("Request-Id") or response.headers.get(
                     "X-Request-Id"
                 )
-                if _debug_shown(log):
+                if self._log_requests:
                     log.debug(
                         "%s %s %s %d %.0fms request_id=%s",
                         self.name,

@@ -111,25 +111,21 @@ def _after(seconds: float) -> Callable[[Path, Run], bool]:
     return lambda out, run: time.monotonic() - run.started >= seconds
 
 
+def _confirmed(out: Path, run: Run) -> bool:
+    return confirmed_in(out) > 0
+
+
+def _page_settled(out: Path, run: Run) -> bool:
+    return (checkpoint_of(out) or {}).get("cursor") is not None
+
+
 KILL_POINTS: list[Any] = [
     pytest.param(_after(0.5), signal.SIGKILL, id="kill9-after-0.5s"),
     pytest.param(_after(1.5), signal.SIGKILL, id="kill9-after-1.5s"),
-    pytest.param(
-        lambda out, run: confirmed_in(out) > 0, signal.SIGKILL, id="kill9-first-confirmed"
-    ),
-    pytest.param(
-        lambda out, run: (checkpoint_of(out) or {}).get("cursor") is not None,
-        signal.SIGKILL,
-        id="kill9-page-settled",
-    ),
-    pytest.param(
-        lambda out, run: confirmed_in(out) > 0, signal.SIGTERM, id="sigterm-first-confirmed"
-    ),
-    pytest.param(
-        lambda out, run: (checkpoint_of(out) or {}).get("cursor") is not None,
-        signal.SIGINT,
-        id="ctrl-c-page-settled",
-    ),
+    pytest.param(_confirmed, signal.SIGKILL, id="kill9-first-confirmed"),
+    pytest.param(_page_settled, signal.SIGKILL, id="kill9-page-settled"),
+    pytest.param(_confirmed, signal.SIGTERM, id="sigterm-first-confirmed"),
+    pytest.param(_page_settled, signal.SIGINT, id="ctrl-c-page-settled"),
 ]
 
 
