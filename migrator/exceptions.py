@@ -39,7 +39,6 @@ class ApiError(MigratorError):
         self.code = code
         self.request_id = request_id
         self.retry_after = retry_after
-        self.detail = message
         where = f" (HTTP {status}" if status is not None else " ("
         where += f", code {code}" if code else ""
         where += f", request id {request_id})" if request_id else ")"

@@ -9,14 +9,12 @@ One log line per request, with the request id, never the auth headers.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp
 from tenacity import (
@@ -28,18 +26,11 @@ from tenacity import (
 )
 
 from migrator.exceptions import AccountError, ApiError, RequestRejected, RetryableError
+from migrator.limiter import Limiter
 
 log = logging.getLogger("migrator.http")
 
 T = TypeVar("T")
-
-#: Pace at this share of the configured limit: jitter between the moment a request leaves
-#: and the moment the server counts it must not push a window over the limit.
-HEADROOM = 0.97
-#: ...but keep no more of a long window in reserve than this much jitter needs: 3% of
-#: Voucherify's one-minute window is 1.8 s, far beyond any jitter, and with one poll per
-#: write it would cost ~6% of the writes.
-MAX_JITTER_SECONDS = 0.25
 
 ACCOUNT_HINTS: dict[int, str] = {
     401: "the credentials were refused",
@@ -50,82 +41,6 @@ ACCOUNT_HINTS: dict[int, str] = {
 
 class MalformedResponse(Exception):
     """Raised by a `parse` function when a 2xx body lacks what the API documents."""
-
-
-class Limiter:
-    """A leaky bucket: `capacity` requests at once, refilled at `rate` per second.
-
-    Why not aiolimiter: it is strictly first-come first-served, and a poll that frees a
-    batch slot must not queue behind the writes it holds back. With aiolimiter the
-    Voucherify benchmark at 100 requests/min used 77% of the write budget, with `urgent`
-    polls 96% (BENCHMARKS.md). As in aiolimiter, the level counts the moments requests
-    really leave, so a stalled event loop never releases more than `capacity` at once;
-    every waiter that fits is released in one timer callback.
-    """
-
-    def __init__(self, capacity: float, rate: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self._level = 0.0
-        self._checked = 0.0
-        self._urgent: deque[asyncio.Future[None]] = deque()
-        self._normal: deque[asyncio.Future[None]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _leak(self, now: float) -> None:
-        self._level = max(0.0, self._level - (now - self._checked) * self.rate)
-        self._checked = now
-
-    async def acquire(self, urgent: bool = False) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # first use, or reused on a new loop: start afresh
-            self._loop, self._timer = loop, None
-            self._urgent.clear()
-            self._normal.clear()
-        if not self._urgent and not self._normal:
-            self._leak(loop.time())
-            if self._level + 1 <= self.capacity:
-                self._level += 1
-                return
-        waiter: asyncio.Future[None] = loop.create_future()
-        (self._urgent if urgent else self._normal).append(waiter)
-        self._schedule(loop)
-        await waiter  # a waiter cancelled after its release wastes its slot: safe side
-
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is None and (self._urgent or self._normal):
-            self._leak(loop.time())
-            delay = max(0.0, (self._level + 1 - self.capacity) / self.rate)
-            self._timer = loop.call_at(self._checked + delay, self._release, loop)
-
-    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        self._leak(loop.time())
-        for waiters in (self._urgent, self._normal):
-            while waiters and self._level + 1 <= self.capacity:
-                waiter = waiters.popleft()
-                if not waiter.done():  # skip the cancelled
-                    waiter.set_result(None)
-                    self._level += 1
-        self._schedule(loop)
-
-
-def make_limiter(requests: float, per_seconds: float) -> Limiter:
-    """A leaky bucket that never lets more than `requests` through in any window.
-
-    The bucket is small (2% of a second's requests) so a stalled event loop can catch up a
-    little without a burst that would overflow a strict sliding window. It lets through at
-    most `capacity + rate * t` in any `t` seconds. The rate is `HEADROOM` of the limit, or,
-    on long windows where that reserve is more than jitter needs, as much as keeps
-    `capacity + rate * (window + MAX_JITTER_SECONDS)` within the limit.
-    """
-    capacity = max(1.0, requests / per_seconds * 0.02)
-    rate = max(
-        requests * HEADROOM / per_seconds,
-        (requests - capacity) / (per_seconds + MAX_JITTER_SECONDS),
-    )
-    return Limiter(capacity, rate)
 
 
 def _retry_after(headers: Mapping[str, str], *, throttled: bool) -> float | None:
@@ -204,7 +119,7 @@ class ApiClient:
         self.retries = 0
         self.throttled = 0
 
-    async def __aenter__(self) -> ApiClient:
+    async def __aenter__(self) -> Self:
         # Logging is set up before a client opens: decide once, not on every request.
         self._log_requests = _debug_shown(log)
         connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300)
@@ -316,45 +231,64 @@ class ApiClient:
         parse: Callable[[Any], T],
         expect: tuple[int, ...],
     ) -> T:
-        body: Any = None
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            if status in expect:
-                raise RetryableError(
-                    self.name,
-                    "malformed response: body is not JSON",
-                    status=status,
-                    request_id=request_id,
-                ) from None
+        """Decode, then either parse an expected answer or raise the error its status means."""
         if status in expect:
-            try:
-                return parse(body)
-            except (MalformedResponse, KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise RetryableError(
-                    self.name, f"malformed response: {exc}", status=status, request_id=request_id
-                ) from None
+            return self._parse(status, raw, request_id, parse)
+        body = _json_or_none(raw)
         code, message = self._error_message(body)
         if not request_id and isinstance(body, dict) and isinstance(body.get("request_id"), str):
             request_id = body["request_id"] or None  # Voucherify puts it in the error body
-        text = message or f"unexpected HTTP {status}"
-        kwargs: dict[str, Any] = {"status": status, "code": code, "request_id": request_id}
         if status == 429:
             self.throttled += 1
-            if headers.get("X-Rate-Limit-Type") == "api_calls_cycle":
-                raise AccountError(
-                    self.name, "the plan's API calls for this billing cycle are used up", **kwargs
-                )
+        error_class, text, retry_after = _error_for(status, headers, message)
+        raise error_class(
+            self.name,
+            text,
+            status=status,
+            code=code,
+            request_id=request_id,
+            retry_after=retry_after,
+        )
+
+    def _parse(
+        self, status: int, raw: bytes, request_id: str | None, parse: Callable[[Any], T]
+    ) -> T:
+        """An expected status whose body is not what the API documents is retried like a 5xx."""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
             raise RetryableError(
                 self.name,
-                "rate limited",
-                retry_after=_retry_after(headers, throttled=True),
-                **kwargs,
-            )
-        if status >= 500:
+                "malformed response: body is not JSON",
+                status=status,
+                request_id=request_id,
+            ) from None
+        try:
+            return parse(body)
+        except (MalformedResponse, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RetryableError(
-                self.name, text, retry_after=_retry_after(headers, throttled=False), **kwargs
-            )
-        if status in ACCOUNT_HINTS:
-            raise AccountError(self.name, f"{ACCOUNT_HINTS[status]}: {text}", **kwargs)
-        raise RequestRejected(self.name, text, **kwargs)
+                self.name, f"malformed response: {exc}", status=status, request_id=request_id
+            ) from None
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _error_for(
+    status: int, headers: Mapping[str, str], message: str | None
+) -> tuple[type[ApiError], str, float | None]:
+    """The error class a failed status means, its text, and the wait the server asked for."""
+    text = message or f"unexpected HTTP {status}"
+    if status == 429:
+        if headers.get("X-Rate-Limit-Type") == "api_calls_cycle":
+            return AccountError, "the plan's API calls for this billing cycle are used up", None
+        return RetryableError, "rate limited", _retry_after(headers, throttled=True)
+    if status >= 500:
+        return RetryableError, text, _retry_after(headers, throttled=False)
+    if status in ACCOUNT_HINTS:
+        return AccountError, f"{ACCOUNT_HINTS[status]}: {text}", None
+    return RequestRejected, text, None

@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 from migrator.config import Settings
-from migrator.http import ApiClient, MalformedResponse, make_limiter
+from migrator.http import ApiClient, MalformedResponse
+from migrator.limiter import make_limiter
 
 #: The most external ids Segment returns per call.
 EXTERNAL_IDS_PAGE = 100

@@ -11,7 +11,8 @@ from typing import Any
 
 from migrator.config import Settings
 from migrator.exceptions import RequestRejected
-from migrator.http import ApiClient, MalformedResponse, make_limiter
+from migrator.http import ApiClient, MalformedResponse
+from migrator.limiter import make_limiter
 
 #: Documented limits of one `POST /v1/customers/bulk/async`.
 MAX_ITEMS = 100

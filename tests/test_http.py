@@ -16,7 +16,8 @@ from tenacity import RetryCallState
 
 from migrator import http
 from migrator.exceptions import AccountError, ApiError, RequestRejected, RetryableError
-from migrator.http import ApiClient, MalformedResponse, _retry_after, make_limiter
+from migrator.http import ApiClient, MalformedResponse, _retry_after
+from migrator.limiter import MAX_JITTER_SECONDS, make_limiter
 from migrator.segment import basic_auth
 
 BASE = "https://api.test"
@@ -470,6 +471,6 @@ def test_a_per_minute_limit_keeps_jitter_room_but_no_more(per_minute: int) -> No
     """Within any 60 s window plus jitter, the bucket lets through no more than the limit,
     and it does not hold back more than the 3% headroom would."""
     limiter = make_limiter(per_minute, 60.0)
-    most = limiter.capacity + limiter.rate * (60.0 + http.MAX_JITTER_SECONDS)
+    most = limiter.capacity + limiter.rate * (60.0 + MAX_JITTER_SECONDS)
     assert most <= per_minute + 1e-9  # exactly the limit at 2,000/min, up to rounding
     assert limiter.rate * 60.0 >= 0.97 * per_minute
