@@ -10,7 +10,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,10 +20,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
-from migrator.config import Settings, load_settings, read_environment
+from migrator.config import RunOptions, Settings, load_settings, read_environment
 from migrator.exceptions import ConfigError, LockedError
 from migrator.logs import RedactingFilter
-from migrator.pipeline import Pipeline, RunOptions
+from migrator.mapping import MetadataMode
+from migrator.memory import pin_mmap_threshold
+from migrator.outcome import Counts
 from migrator.runner import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
@@ -48,12 +49,6 @@ app = typer.Typer(
 console = Console(stderr=False, highlight=False, emoji=False)
 # soft_wrap: a message is one line even in a log or a pipe (rich would wrap it at 80 columns).
 errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-
-
-class MetadataMode(StrEnum):
-    metadata = "metadata"
-    all = "all"
-    none = "none"
 
 
 EnvFile = Annotated[
@@ -142,16 +137,16 @@ class ProgressView:
 
     def __init__(self, total: int | None = None) -> None:
         self.total = total
-        self.pipeline: Pipeline | None = None
+        self.counts: Counts | None = None
         self._progress: Progress | None = None
         self._task: Any = None
 
-    def attach(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def attach(self, counts: Counts) -> None:
+        self.counts = counts
 
     def _line(self) -> str:
-        assert self.pipeline is not None
-        c = self.pipeline.counts
+        assert self.counts is not None
+        c = self.counts
         elapsed = max(time.monotonic() - c.started_at, 1e-9)
         return (
             f"read {c.profiles_read}  confirmed {c.confirmed}  unchanged {c.unchanged}  "
@@ -188,21 +183,20 @@ class ProgressView:
             self._show()
 
     def _show(self) -> None:
-        if self.pipeline is None:
+        if self.counts is None:
             return
         if self._progress is not None:
             self._progress.update(
-                self._task, description=self._line(), completed=self.pipeline.counts.profiles_read
+                self._task, description=self._line(), completed=self.counts.profiles_read
             )
         else:
             print(f"progress: {self._line()}", file=sys.stderr, flush=True)
 
 
-def _execute(
-    make: Callable[[ProgressView], Awaitable[RunResult]], total: int | None = None
-) -> RunResult:
+def _execute(make: Callable[[ProgressView], Awaitable[T]], total: int | None = None) -> T:
     """Run a command's coroutine with progress; SIGTERM and Ctrl-C stop it cleanly."""
     view = ProgressView(total)
+    pin_mmap_threshold()
 
     async def main() -> T:
         loop = asyncio.get_running_loop()
@@ -219,6 +213,9 @@ def _execute(
     except LockedError as exc:
         errors.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_LOCKED) from None
+    except ConfigError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 def _summary(result: RunResult, title: str) -> None:
@@ -245,13 +242,11 @@ def _summary(result: RunResult, title: str) -> None:
     console.print(f"files in {result.out_dir}", markup=False)
 
 
-def _write_report(
-    path: Path | None, result: RunResult, extra: dict[str, Any] | None = None
-) -> None:
+def _write_report(path: Path | None, result: RunResult) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.report(extra), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(result.report(), indent=2) + "\n", encoding="utf-8")
 
 
 def _stopped(result: RunResult) -> None:
@@ -293,7 +288,7 @@ def run(
     """Migrate every profile (resuming from the checkpoint, sending only what changed)."""
     settings = _settings(env_file)
     _setup_logging(log_file, verbose, settings.secrets)
-    options = RunOptions(metadata_mode=metadata.value, full=full, dry_run=dry_run)
+    options = RunOptions(metadata_mode=metadata, full=full, dry_run=dry_run)
     prompted = False
     while True:
 
@@ -331,7 +326,7 @@ def retry_failed_command(
     """Read the failed customers again from Segment, resend them, clear those that succeed."""
     settings = _settings(env_file)
     _setup_logging(log_file, verbose, settings.secrets)
-    options = RunOptions(metadata_mode=metadata.value)
+    options = RunOptions(metadata_mode=metadata)
     result = _execute(lambda view: retry_failed(settings, out_dir, options, on_start=view.attach))
     _summary(result, "migrator retry-failed")
     _write_report(report, result)
@@ -466,10 +461,6 @@ def sandbox(ctx: typer.Context) -> None:
         serve(options.settings, options.host, options.port, access_log=options.access_log)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from migrator.exceptions import ConfigError
+from migrator.mapping import MetadataMode
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -153,3 +154,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0, 0.1, 3600.0),
         max_attempts=_int(env, "MAX_ATTEMPTS", 8, 1, 100),
     )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a command asked for; `Settings` says how to reach the APIs."""
+
+    metadata_mode: MetadataMode = MetadataMode.metadata
+    full: bool = False
+    dry_run: bool = False
+    checkpointing: bool = True

@@ -9,14 +9,14 @@ no-identifier list and the failure ledger.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from migrator.config import load_settings
+from migrator.mapping import MetadataMode
 from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
-from migrator.pipeline import Pipeline, RunOptions
-from migrator.runner import RunResult, run_migration
+from migrator.pipeline import RunOptions
+from migrator.runner import OnStart, RunResult, run_migration
 from migrator.sandbox.oracle import Verification, verify
 from migrator.sandbox.server import SandboxServer
 from migrator.sandbox.settings import SandboxSettings
@@ -48,7 +48,7 @@ async def run_demo(
     sandbox_settings: SandboxSettings,
     out_dir: Path,
     metadata_mode: str = "metadata",
-    on_start: Callable[[Pipeline], None] | None = None,
+    on_start: OnStart | None = None,
 ) -> DemoResult:
     async with SandboxServer(sandbox_settings) as server:
         env = server.env()
@@ -57,7 +57,7 @@ async def run_demo(
         result = await run_migration(
             settings,
             out_dir,
-            RunOptions(metadata_mode=metadata_mode),
+            RunOptions(metadata_mode=MetadataMode(metadata_mode)),
             restart=True,
             on_start=on_start,
         )

@@ -55,3 +55,7 @@ class RequestRejected(ApiError):
 
 class AccountError(ApiError):
     """401, 402, 403 or an exhausted plan quota: nothing will work until a human acts."""
+
+
+class SourceUnavailable(MigratorError):
+    """The source stopped answering mid-run (a warehouse connection dropped): resumable."""

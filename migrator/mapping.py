@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "CONSUMED_TRAITS",
@@ -34,8 +35,16 @@ __all__ = [
     "strip_nulls",
 ]
 
-MetadataMode = Literal["metadata", "all", "none"]
-METADATA_MODES: tuple[str, ...] = ("metadata", "all", "none")
+
+class MetadataMode(StrEnum):
+    """What becomes the customer's metadata (docs/mapping.md)."""
+
+    metadata = "metadata"  # the `metadata` trait
+    all = "all"  # every trait not mapped to a field
+    none = "none"
+
+
+METADATA_MODES: tuple[str, ...] = tuple(MetadataMode)
 
 # Address target key -> trait keys, in precedence order (looked up nested first, then flat).
 _ADDRESS_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -263,7 +272,7 @@ def map_profile(
     external_ids: Iterable[Mapping[str, Any]],
     *,
     identifier: str = "user_id",
-    metadata_mode: MetadataMode = "metadata",
+    metadata_mode: MetadataMode | str = MetadataMode.metadata,
 ) -> Mapped:
     """Map one profile to a Voucherify customer following docs/mapping.md.
 

@@ -17,6 +17,8 @@ from typing import Any
 NO_IDENTIFIER_FILE = "profiles-without-identifier.csv"
 FAILURES_FILE = "failed-customers.jsonl"
 DRY_RUN_FILE = "dry-run.jsonl"
+MERGED_FILE = "merged-profiles.csv"
+MERGED_HEADER = ("segment_id", "canonical_segment_id", "source_id")
 
 
 def _json_line(record: Any) -> str:
@@ -31,6 +33,7 @@ class OutputFiles:
         self.no_identifier = out_dir / NO_IDENTIFIER_FILE
         self.failures = out_dir / FAILURES_FILE
         self.dry_run = out_dir / DRY_RUN_FILE
+        self.merged = out_dir / MERGED_FILE
         self._dry_run_handle: Any = None
 
     def append_no_identifier(self, segment_id: str) -> None:
@@ -40,6 +43,14 @@ class OutputFiles:
             if new:
                 writer.writerow(["segment_id"])
             writer.writerow([segment_id])
+
+    def append_merged(self, segment_id: str, canonical: str, source_id: str) -> None:
+        new = not self.merged.exists()
+        with self.merged.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(MERGED_HEADER)
+            writer.writerow([segment_id, canonical, source_id])
 
     def append_failure(self, record: dict[str, Any]) -> None:
         with self.failures.open("a", encoding="utf-8") as handle:
@@ -56,8 +67,13 @@ class OutputFiles:
             self._dry_run_handle.close()
             self._dry_run_handle = None
 
-    def rewrite(self, no_identifier: Iterable[str], failures: Iterable[dict[str, Any]]) -> None:
-        """Replace both lists with exactly what the state store holds."""
+    def rewrite(
+        self,
+        no_identifier: Iterable[str],
+        failures: Iterable[dict[str, Any]],
+        merged: Iterable[tuple[str, str, str]] = (),
+    ) -> None:
+        """Replace the lists with exactly what the state store holds."""
         tmp = self.no_identifier.with_suffix(".csv.tmp")
         with tmp.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -70,3 +86,11 @@ class OutputFiles:
             for record in failures:
                 handle.write(_json_line(record))
         os.replace(tmp, self.failures)
+        rows = list(merged)
+        if rows or self.merged.exists():
+            tmp = self.merged.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(MERGED_HEADER)
+                writer.writerows(rows)
+            os.replace(tmp, self.merged)

@@ -1,23 +1,33 @@
-"""Commands as plain async functions: lock, state, resume decision, pipeline, final files.
+"""Commands as plain async functions: lock, state, resume decision, clients, pipeline, files.
 
 The CLI only parses options and renders; everything a command *decides* is here, so the
-demo, the tests and the benchmarks drive the same code as `migrator run`.
+demo, the tests and the benchmarks drive the same code as `migrator run`. The runner owns
+every lifetime: it opens the source and the Voucherify client, hands the pipeline the
+start position once, and closes them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from migrator.config import Settings
+from migrator.checkpoint import Checkpointer
+from migrator.config import RunOptions, Settings
+from migrator.exceptions import ConfigError
+from migrator.ledger import Ledger
 from migrator.lock import RunLock, holder
+from migrator.mapping import STANDARD_TRAITS
+from migrator.outcome import Counts, RunStopped
 from migrator.outputs import OutputFiles
-from migrator.pipeline import Counts, Pipeline, RunOptions, RunStopped
-from migrator.segment import ProfilePage, SegmentClient
+from migrator.pipeline import Pipeline
+from migrator.sources import Source
+from migrator.sources.listed import ListedSource
+from migrator.sources.profile_api import ProfileApiSource
 from migrator.state import STATE_FILE, StateStore
+from migrator.voucherify import VoucherifyClient
 
 log = logging.getLogger("migrator")
 
@@ -28,8 +38,11 @@ EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
 
+#: Called with the live counts as soon as a run starts (progress display).
+OnStart = Callable[[Counts], None]
 
-@dataclass
+
+@dataclass(frozen=True)
 class RunResult:
     """What a command did, for the summary, the report and the exit code."""
 
@@ -37,16 +50,16 @@ class RunResult:
     exit_code: int
     outcome: str
     counts: Counts
+    out_dir: Path
     start_cursor: str | None = None
     resumed: bool = False
     stopped: RunStopped | None = None
-    out_dir: Path = field(default_factory=Path.cwd)
 
     @property
     def resume_cursor(self) -> str | None:
-        return self.stopped.cursor if self.stopped else None
+        return self.stopped.position if self.stopped else None
 
-    def report(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "command": self.command,
             "outcome": self.outcome,
@@ -59,10 +72,8 @@ class RunResult:
         if self.stopped is not None:
             data["stopped_because"] = str(self.stopped)
             data["hint"] = self.stopped.hint
-            data["resume_cursor"] = self.stopped.cursor
-            data["resume_command"] = resume_command(self.stopped.cursor)
-        if state:
-            data.update(state)
+            data["resume_cursor"] = self.stopped.position
+            data["resume_command"] = resume_command(self.stopped.position)
         return data
 
 
@@ -70,7 +81,11 @@ def resume_command(cursor: str | None) -> str:
     return f"migrator run --offset {cursor}" if cursor else "migrator run --restart"
 
 
-OnStart = Callable[[Pipeline], None]
+def make_source(settings: Settings, options: RunOptions) -> Source:
+    """The source the settings name. Outside `--metadata all` only the traits the mapping
+    reads are fetched (one traits page per profile on the Profile API)."""
+    traits = None if options.metadata_mode == "all" else STANDARD_TRAITS
+    return ProfileApiSource(settings, traits=traits)
 
 
 async def run_migration(
@@ -86,36 +101,28 @@ async def run_migration(
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir), StateStore(out_dir) as state:
         state.close_abandoned_runs()
-        checkpoint = state.checkpoint()
-        resumed = False
-        start = offset
-        if offset is None and not restart and checkpoint is not None and not options.dry_run:
-            start = checkpoint.cursor
-            resumed = True
+        source = make_source(settings, options)
+        saved = state.checkpoint()
+        start, resumed = offset, False
+        if offset is None and not restart and saved is not None and not options.dry_run:
+            if saved.source != source.name:
+                raise ConfigError(
+                    f"the checkpoint in {out_dir} belongs to a {saved.source} run, not "
+                    f"{source.name}; finish it with that source, or start over with --restart"
+                )
+            start, resumed = saved.cursor, True
             log.info(
                 "resuming run %d from its checkpoint (%s)",
-                checkpoint.run_id,
-                f"cursor {start}" if start else "the first page",
+                saved.run_id,
+                f"position {start}" if start else "the start",
             )
         command = "dry-run" if options.dry_run else "run"
-        run_id = state.start_run(command, start)
-        outputs = OutputFiles(out_dir)
-        pipeline = Pipeline(settings, options, state, outputs, run_id)
-        # A stop before the first page settles must point back here, not at the first page.
-        pipeline.checkpoint_cursor = start
-        if options.checkpointing and not options.dry_run:
-            state.set_checkpoint(start, run_id)
-        if on_start:
-            on_start(pipeline)
-
-        def source(segment: SegmentClient) -> AsyncIterator[ProfilePage]:
-            return segment.profile_pages(start)
-
-        result = await _drive(pipeline, source, command, state, outputs, out_dir)
-        result.start_cursor, result.resumed = start, resumed
-        if result.outcome.startswith("completed") and options.checkpointing and not options.dry_run:
-            state.clear_checkpoint()
-        return result
+        result = await _migrate(
+            settings, out_dir, options, state, source, command, start, on_start=on_start
+        )
+        if result.outcome.startswith("completed") and not options.dry_run:
+            state.set_watermark(source.name, source.watermark())
+        return replace(result, resumed=resumed)
 
 
 async def retry_failed(
@@ -125,51 +132,74 @@ async def retry_failed(
     *,
     on_start: OnStart | None = None,
 ) -> RunResult:
-    """`migrator retry-failed`: read the ledger's profiles again from Segment and resend them."""
+    """`migrator retry-failed`: read the ledger's profiles again and resend them.
+
+    Entries leave the ledger only when their customer is confirmed (or the profile turns
+    out to have no identifier); a retry that stops half-way loses nothing.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir), StateStore(out_dir) as state:
         state.close_abandoned_runs()
+        options = replace(options, checkpointing=False, full=True)
         segment_ids = [f.segment_id for f in state.failures()]
-        run_id = state.start_run("retry-failed", None)
-        outputs = OutputFiles(out_dir)
-        options.checkpointing = False
-        options.full = True
-        pipeline = Pipeline(settings, options, state, outputs, run_id)
-        if on_start:
-            on_start(pipeline)
-
-        async def pages(_: SegmentClient) -> AsyncIterator[ProfilePage]:
-            for i in range(0, len(segment_ids), 100):
-                yield ProfilePage(None, tuple(segment_ids[i : i + 100]), None)
-
-        # Entries leave the ledger only when their customer is confirmed (or the profile
-        # turns out to have no identifier); a retry that stops half-way loses nothing.
-        return await _drive(pipeline, pages, "retry-failed", state, outputs, out_dir)
+        source = ListedSource(make_source(settings, options), segment_ids)
+        return await _migrate(
+            settings, out_dir, options, state, source, "retry-failed", None, on_start=on_start
+        )
 
 
-async def _drive(
-    pipeline: Pipeline,
-    source: Callable[[SegmentClient], AsyncIterator[ProfilePage]],
-    command: str,
-    state: StateStore,
-    outputs: OutputFiles,
+async def _migrate(
+    settings: Settings,
     out_dir: Path,
+    options: RunOptions,
+    state: StateStore,
+    source: Source,
+    command: str,
+    start: str | None,
+    *,
+    on_start: OnStart | None,
 ) -> RunResult:
-    start = pipeline.checkpoint_cursor
+    run_id = state.start_run(command, start)
+    counts = Counts()
+    outputs = OutputFiles(out_dir)
+    ledger = Ledger(state, outputs, run_id, counts, dry_run=options.dry_run)
+    checkpoint = Checkpointer(
+        state, run_id, source.name, start, enabled=options.checkpointing and not options.dry_run
+    )
+    if on_start:
+        on_start(counts)
     stopped: RunStopped | None = None
     outcome = "interrupted"
+    if options.dry_run:
+        outputs.start_dry_run()
     try:
-        counts = await pipeline.run(pipeline.checkpoint_cursor, source)
-        outcome = "completed" if counts.failed == 0 else "completed_with_failures"
-    except RunStopped as exc:
-        stopped = exc
-        counts = pipeline.counts
-        outcome = "stopped"
+        async with source, VoucherifyClient(settings) as voucherify:
+            pipeline = Pipeline(
+                options, settings.identifier, source, voucherify, state, ledger, checkpoint
+            )
+            try:
+                await pipeline.run()
+                if not options.dry_run:
+                    ledger.merged(await source.merges())
+                outcome = "completed" if counts.failed == 0 else "completed_with_failures"
+            except RunStopped as exc:
+                stopped, outcome = exc, "stopped"
     finally:
-        state.finish_run(pipeline.run_id, outcome, pipeline.counts.as_dict())
-        outputs.rewrite(state.no_identifier_ids(), (f.as_record() for f in state.failures()))
+        outputs.close()
+        state.finish_run(run_id, outcome, counts.as_dict())
+        ledger.rewrite_files()
+    if outcome.startswith("completed"):
+        checkpoint.complete()
     code = EXIT_STOPPED if stopped else (EXIT_OK if counts.failed == 0 else EXIT_FAILURES)
-    return RunResult(command, code, outcome, counts, start, False, stopped, out_dir)
+    return RunResult(
+        command=command,
+        exit_code=code,
+        outcome=outcome,
+        counts=counts,
+        out_dir=out_dir,
+        start_cursor=start,
+        stopped=stopped,
+    )
 
 
 def status(out_dir: Path) -> dict[str, Any]:
@@ -200,7 +230,11 @@ def status(out_dir: Path) -> dict[str, Any]:
             "runs": runs,
             "checkpoint": None
             if checkpoint is None
-            else {"cursor": checkpoint.cursor, "run_id": checkpoint.run_id},
+            else {
+                "cursor": checkpoint.cursor,
+                "run_id": checkpoint.run_id,
+                "source": checkpoint.source,
+            },
             "customers_confirmed": state.confirmed_count(),
             "failures_pending": state.failure_count(),
             "profiles_without_identifier": state.no_identifier_count(),

@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS failures (
     run_id INTEGER NOT NULL,
     failed_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS merged_profiles (
+    segment_id TEXT PRIMARY KEY,
+    canonical_segment_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    run_id INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS no_identifier (
     segment_id TEXT PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -54,10 +60,11 @@ CREATE TABLE IF NOT EXISTS no_identifier (
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where an unfinished run resumes: the list cursor of the first unsettled page."""
+    """Where an unfinished run resumes: the source's position after the last settled page."""
 
     cursor: str | None
     run_id: int
+    source: str = "profile-api"
 
 
 @dataclass(frozen=True)
@@ -149,13 +156,31 @@ class StateStore:
         if row is None:
             return None
         value = json.loads(row[0])
-        return Checkpoint(value["cursor"], value["run_id"])
+        return Checkpoint(value["cursor"], value["run_id"], value.get("source", "profile-api"))
 
-    def set_checkpoint(self, cursor: str | None, run_id: int) -> None:
+    def set_checkpoint(self, cursor: str | None, run_id: int, source: str = "profile-api") -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('checkpoint', ?)",
-            (json.dumps({"cursor": cursor, "run_id": run_id}),),
+            (json.dumps({"cursor": cursor, "run_id": run_id, "source": source}),),
         )
+        self._db.commit()
+
+    # -- watermark: where the next incremental read starts, moved only by a completed run --
+
+    def watermark(self, source: str) -> str | None:
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"watermark:{source}",)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def set_watermark(self, source: str, value: str | None) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (f"watermark:{source}",))
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (f"watermark:{source}", value),
+            )
         self._db.commit()
 
     def clear_checkpoint(self) -> None:
@@ -169,6 +194,28 @@ class StateStore:
             "SELECT fingerprints FROM customers WHERE source_id = ?", (source_id,)
         ).fetchone()
         return json.loads(row[0]) if row else None
+
+    def written(self, source_id: str) -> tuple[str, dict[str, str]] | None:
+        """`(segment_id, fingerprints)` of what was last confirmed for this customer."""
+        row = self._db.execute(
+            "SELECT segment_id, fingerprints FROM customers WHERE source_id = ?", (source_id,)
+        ).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def customers_of(self, segment_id: str) -> list[str]:
+        """The source_ids last written for this profile."""
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT source_id FROM customers WHERE segment_id = ?", (segment_id,)
+            )
+        ]
+
+    def set_owner(self, source_id: str, segment_id: str) -> None:
+        """The customer now comes from `segment_id` (a merge moved it to the survivor)."""
+        self._db.execute(
+            "UPDATE customers SET segment_id = ? WHERE source_id = ?", (segment_id, source_id)
+        )
 
     def confirm(self, rows: list[tuple[str, str, dict[str, str]]], run_id: int) -> None:
         """Remember `(source_id, segment_id, fingerprints)` as written; clear their failures."""
@@ -213,6 +260,23 @@ class StateStore:
 
     def failure_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM failures").fetchone()[0])
+
+    # -- customers whose profile was merged away --------------------------------------
+
+    def add_merged(self, segment_id: str, canonical: str, source_id: str, run_id: int) -> bool:
+        """True when not listed yet (so the CSV gets it once)."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO merged_profiles (segment_id, canonical_segment_id, source_id, "
+            "run_id) VALUES (?, ?, ?, ?)",
+            (segment_id, canonical, source_id, run_id),
+        )
+        return cur.rowcount == 1
+
+    def merged(self) -> Iterator[tuple[str, str, str]]:
+        yield from self._db.execute(
+            "SELECT segment_id, canonical_segment_id, source_id FROM merged_profiles "
+            "ORDER BY run_id, segment_id"
+        )
 
     # -- profiles without the identifier ----------------------------------------------
 

@@ -32,9 +32,10 @@ def _voucherify_error(body: Any) -> tuple[str | None, str | None]:
 
 
 def _action_id(body: Any) -> str:
-    if not isinstance(body, dict) or not isinstance(body.get("async_action_id"), str):
+    action_id = body.get("async_action_id") if isinstance(body, dict) else None
+    if not isinstance(action_id, str):
         raise MalformedResponse("'async_action_id' missing from the body")
-    return body["async_action_id"]
+    return action_id
 
 
 def _action(body: Any) -> dict[str, Any]:
@@ -78,6 +79,7 @@ class VoucherifyClient(ApiClient):
             connections=16,
             error_message=_voucherify_error,
         )
+        self.requests_per_minute = settings.voucherify_rate_limit
 
     async def bulk_upsert(self, body: bytes) -> str:
         """Queue a JSON array of customers (already serialised); returns the action id."""

@@ -60,6 +60,8 @@ class Source(Protocol):
 
     #: "profile-api" or "profiles-sync": stored with the checkpoint and the watermark.
     name: str
+    #: How many `read()`s are worth running at once.
+    concurrency: int
 
     async def __aenter__(self) -> Self: ...
 
