@@ -22,7 +22,7 @@ import aiohttp
 import jsonschema
 import pytest
 
-from migrator.sandbox import (
+from migrator_sandbox import (
     ProfileGenerator,
     Sandbox,
     SandboxServer,
@@ -32,8 +32,8 @@ from migrator.sandbox import (
     sandbox_env,
     verify,
 )
-from migrator.sandbox.options import parse_args
-from migrator.sandbox.oracle import CONSUMED_KEYS, birthdate_of, source_id_of, string_value
+from migrator_sandbox.options import parse_args
+from migrator_sandbox.oracle import CONSUMED_KEYS, birthdate_of, source_id_of, string_value
 
 SCHEMA = json.loads((Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text())
 BASE = "/v1/spaces/spa_sandbox/collections/users/profiles"

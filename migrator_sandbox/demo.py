@@ -17,9 +17,9 @@ from migrator.config import load_settings
 from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
 from migrator.pipeline import Pipeline, RunOptions
 from migrator.runner import RunResult, run_migration
-from migrator.sandbox.oracle import Verification, verify
-from migrator.sandbox.server import SandboxServer
-from migrator.sandbox.settings import SandboxSettings
+from migrator_sandbox.oracle import Verification, verify
+from migrator_sandbox.server import SandboxServer
+from migrator_sandbox.settings import SandboxSettings
 
 #: The demo's Voucherify plan: Organization (2,000 requests/minute).
 DEMO_VOUCHERIFY_RATE = 2000

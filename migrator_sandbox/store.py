@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrator.sandbox.faults import FaultInjector
-from migrator.sandbox.settings import SandboxSettings
-from migrator.sandbox.stats import SandboxStats
-from migrator.sandbox.validation import (
+from migrator_sandbox.faults import FaultInjector
+from migrator_sandbox.settings import SandboxSettings
+from migrator_sandbox.stats import SandboxStats
+from migrator_sandbox.validation import (
     KNOWN_FIELDS,
     customer_problem,
     item_source_id,

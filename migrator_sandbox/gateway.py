@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from migrator.sandbox.faults import drop_connection, hang
-from migrator.sandbox.responses import REQUEST_ID, segment_error, voucherify_error
-from migrator.sandbox.state import SANDBOX_KEY, Sandbox
-from migrator.sandbox.voucherify_api import rate_limit_headers
+from migrator_sandbox.faults import drop_connection, hang
+from migrator_sandbox.responses import REQUEST_ID, segment_error, voucherify_error
+from migrator_sandbox.state import SANDBOX_KEY, Sandbox
+from migrator_sandbox.voucherify_api import rate_limit_headers
 
 ADMIN_PREFIX = "/_sandbox/"
 SEGMENT_PREFIX = "/v1/spaces/"

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from aiohttp import web
 
-from migrator.sandbox.settings import SandboxSettings
+from migrator_sandbox.settings import SandboxSettings
 
 # Top-level keys a client cannot do without; "missing its main fields" drops them.
 MAIN_KEYS = frozenset(

@@ -6,12 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from migrator.sandbox.faults import FaultInjector
-from migrator.sandbox.generator import GeneratedProfile, ProfileGenerator, ProfileTruth
-from migrator.sandbox.ratelimit import SlidingWindow
-from migrator.sandbox.settings import SandboxSettings
-from migrator.sandbox.stats import SandboxStats
-from migrator.sandbox.store import ActionQueue, AsyncAction, CustomerStore
+from migrator_sandbox.faults import FaultInjector
+from migrator_sandbox.generator import GeneratedProfile, ProfileGenerator, ProfileTruth
+from migrator_sandbox.ratelimit import SlidingWindow
+from migrator_sandbox.settings import SandboxSettings
+from migrator_sandbox.stats import SandboxStats
+from migrator_sandbox.store import ActionQueue, AsyncAction, CustomerStore
 
 _DELETED = object()
 

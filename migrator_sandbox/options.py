@@ -1,4 +1,4 @@
-"""Command-line knobs of ``python -m migrator.sandbox``, kept apart from serving so a typer
+"""Command-line knobs of ``python -m migrator_sandbox``, kept apart from serving so a typer
 command can offer the same settings and call ``serve`` itself."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 from dataclasses import fields
 from typing import NamedTuple
 
-from migrator.sandbox.settings import SandboxSettings
+from migrator_sandbox.settings import SandboxSettings
 
 _SPECIAL = {"latency_min_ms", "latency_max_ms", "metadata_schema"}
 
@@ -36,7 +36,7 @@ def _schema(text: str) -> dict[str, dict]:
     return value
 
 
-def build_parser(prog: str = "python -m migrator.sandbox") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m migrator_sandbox") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve a local double of the Segment Profile API and Voucherify.",
@@ -63,7 +63,7 @@ def build_parser(prog: str = "python -m migrator.sandbox") -> argparse.ArgumentP
 
 
 def parse_args(
-    argv: list[str] | None = None, prog: str = "python -m migrator.sandbox"
+    argv: list[str] | None = None, prog: str = "python -m migrator_sandbox"
 ) -> ServeOptions:
     args = vars(build_parser(prog).parse_args(argv))
     host, port, access_log = args.pop("host"), args.pop("port"), args.pop("access_log")

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from migrator.sandbox.responses import REQUEST_ID, json_response, query_int, voucherify_error
-from migrator.sandbox.state import SANDBOX_KEY
-from migrator.sandbox.stats import count_nulls
-from migrator.sandbox.store import iso_ms
-from migrator.sandbox.validation import KNOWN_FIELDS
+from migrator_sandbox.responses import REQUEST_ID, json_response, query_int, voucherify_error
+from migrator_sandbox.state import SANDBOX_KEY
+from migrator_sandbox.stats import count_nulls
+from migrator_sandbox.store import iso_ms
+from migrator_sandbox.validation import KNOWN_FIELDS
 
 MAX_ITEMS = 100
 MAX_BYTES = 10 * 1024 * 1024
