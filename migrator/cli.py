@@ -458,8 +458,8 @@ def sandbox(ctx: typer.Context) -> None:
     Knobs: --profiles N --port P --segment-rate R --voucherify-rate R --latency-ms MIN,MAX
     --fault-5xx X ... (run `migrator sandbox --help` for the whole list).
     """
-    from migrator_sandbox.options import parse_args
     from migrator_sandbox.server import serve
+    from migrator_sandbox.settings import parse_args
 
     options = parse_args(list(ctx.args), prog="migrator sandbox")
     try:

@@ -16,8 +16,7 @@ from migrator_sandbox.server import (
     serve,
 )
 from migrator_sandbox.settings import SandboxSettings
-from migrator_sandbox.state import Sandbox
-from migrator_sandbox.stats import SandboxStats
+from migrator_sandbox.state import Sandbox, SandboxStats
 
 __all__ = [
     "GeneratedProfile",

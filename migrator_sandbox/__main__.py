@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from migrator_sandbox.options import parse_args
 from migrator_sandbox.server import serve
+from migrator_sandbox.settings import parse_args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from migrator_sandbox.gateway import json_response, query_int, segment_error
 from migrator_sandbox.generator import AUDIENCE_KEYS, COMPUTED_KEYS, GeneratedProfile
-from migrator_sandbox.responses import json_response, query_int, segment_error
 from migrator_sandbox.state import SANDBOX_KEY, Sandbox
 
 BASE = "/v1/spaces/{space_id}/collections/{collection}/profiles"

@@ -32,8 +32,8 @@ from migrator_sandbox import (
     sandbox_env,
     verify,
 )
-from migrator_sandbox.options import parse_args
 from migrator_sandbox.oracle import CONSUMED_KEYS, birthdate_of, source_id_of, string_value
+from migrator_sandbox.settings import parse_args
 
 SCHEMA = json.loads((Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text())
 BASE = "/v1/spaces/spa_sandbox/collections/users/profiles"
