@@ -1,4 +1,4 @@
-"""The Segment Profile API (Unify) for one space, per shared/contracts/README.md."""
+"""The Segment Profile API (Unify) for one space, per docs/contracts.md."""
 
 from __future__ import annotations
 

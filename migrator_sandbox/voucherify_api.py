@@ -1,4 +1,4 @@
-"""The slice of the Voucherify API the migrator uses, per shared/contracts/README.md."""
+"""The slice of the Voucherify API the migrator uses, per docs/contracts.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The sandbox is a measuring instrument: these tests check it is faithful to the contracts
-(shared/contracts/README.md, copied facts only) and that its oracle follows docs/mapping.md."""
+(docs/contracts.md) and that its oracle follows docs/mapping.md."""
 
 from __future__ import annotations
 
