@@ -582,7 +582,7 @@ COLUMNS = (
     "Voucherify 429",
     "writes/budget",
     "peak RSS MB",
-    "CPU s (migrator/sandbox)",
+    "CPU s (migrator / sandbox)",
     "profiles/CPU s",
     "host ms",
     "verified",
