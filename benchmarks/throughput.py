@@ -1,6 +1,6 @@
 """Throughput, pacing and memory benchmarks of `migrator run` against the sandbox.
 
-Every scenario starts the sandbox in its own process (`python -m migrator.sandbox`), runs
+Every scenario starts the sandbox in its own process (`python -m migrator_sandbox`), runs
 `migrator run --no-input` as a second process against it, and measures from the outside:
 
 * Segment throughput from the sandbox's stats: profiles / (last - first Segment request),
@@ -185,11 +185,11 @@ def _on_signal(signum: int, frame: Any) -> None:
 def sandbox_process(
     scenario: Scenario, profiles: int, workdir: Path, timeout: float = 60.0
 ) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[Any]]]:
-    """Start `python -m migrator.sandbox` on a free port; yield its URL and exports."""
+    """Start `python -m migrator_sandbox` on a free port; yield its URL and exports."""
     cmd = [
         sys.executable,
         "-m",
-        "migrator.sandbox",
+        "migrator_sandbox",
         "--port",
         "0",
         "--profiles",
@@ -582,7 +582,7 @@ COLUMNS = (
     "Voucherify 429",
     "writes/budget",
     "peak RSS MB",
-    "CPU s (migrator/sandbox)",
+    "CPU s (migrator / sandbox)",
     "profiles/CPU s",
     "host ms",
     "verified",

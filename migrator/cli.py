@@ -399,8 +399,8 @@ def demo(
     metadata: Metadata = MetadataMode.metadata,
 ) -> None:
     """Migrate a local sandbox of both APIs and verify every customer. Needs no credentials."""
-    from migrator.demo import run_demo
-    from migrator.sandbox.settings import SandboxSettings
+    from migrator_sandbox.demo import run_demo
+    from migrator_sandbox.settings import SandboxSettings
 
     _setup_logging(None, False, ())
     target = out_dir or Path(tempfile.mkdtemp(prefix="migrator-demo-"))
@@ -453,8 +453,8 @@ def sandbox(ctx: typer.Context) -> None:
     Knobs: --profiles N --port P --segment-rate R --voucherify-rate R --latency-ms MIN,MAX
     --fault-5xx X ... (run `migrator sandbox --help` for the whole list).
     """
-    from migrator.sandbox.options import parse_args
-    from migrator.sandbox.server import serve
+    from migrator_sandbox.server import serve
+    from migrator_sandbox.settings import parse_args
 
     options = parse_args(list(ctx.args), prog="migrator sandbox")
     try:

@@ -1,7 +1,7 @@
 """Map one Segment Unify profile to one Voucherify customer (see docs/mapping.md).
 
 Everything here is a pure function of its inputs: no I/O, no logging, no global state.
-The same rules are implemented independently in ``migrator/sandbox/oracle.py``; when the
+The same rules are implemented independently in ``migrator_sandbox/oracle.py``; when the
 two disagree, ``docs/mapping.md`` is the judge.
 
 Results may be passed straight to ``json.dumps``; no function mutates its arguments.

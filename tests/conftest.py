@@ -44,7 +44,7 @@ FAST_ENV = {"SEGMENT_RATE_LIMIT": "100000", "VOUCHERIFY_RATE_LIMIT": "600000", "
 
 def sandbox_settings(**knobs: Any) -> Any:
     """SandboxSettings for tests: unlimited, quick, bodies recorded for schema checks."""
-    from migrator.sandbox.settings import SandboxSettings
+    from migrator_sandbox.settings import SandboxSettings
 
     defaults: dict[str, Any] = {
         "profiles": 300,
@@ -59,7 +59,7 @@ def sandbox_settings(**knobs: Any) -> Any:
 @pytest.fixture
 def make_sandbox() -> Iterator[Any]:
     """Start sandboxes on free ports (`make_sandbox(profiles=..., knob=...)`); all stopped after."""
-    from migrator.sandbox.server import ThreadedSandbox
+    from migrator_sandbox.server import ThreadedSandbox
 
     started: list[ThreadedSandbox] = []
 

@@ -17,8 +17,8 @@ import pytest
 
 from migrator.outputs import DRY_RUN_FILE
 from migrator.runner import status
-from migrator.sandbox.oracle import verify
-from migrator.sandbox.server import ThreadedSandbox
+from migrator_sandbox.oracle import verify
+from migrator_sandbox.server import ThreadedSandbox
 from tests.helpers import has_null, ledger
 from tests.test_faults import MIGRATOR_VARS, assert_migrated_exactly, child_env, cli, set_knobs
 

@@ -20,9 +20,9 @@ import pytest
 
 from migrator.lock import LOCK_FILE
 from migrator.runner import status
-from migrator.sandbox.oracle import expected_customer
-from migrator.sandbox.server import ThreadedSandbox
 from migrator.segment import SegmentClient
+from migrator_sandbox.oracle import expected_customer
+from migrator_sandbox.server import ThreadedSandbox
 from tests.helpers import listed, settings_for
 from tests.test_faults import (
     assert_migrated_exactly,

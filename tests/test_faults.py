@@ -25,11 +25,11 @@ import pytest
 
 from migrator.pipeline import RunOptions, RunStopped
 from migrator.runner import RunResult, run_migration, status
-from migrator.sandbox.faults import FaultInjector
-from migrator.sandbox.oracle import verify
-from migrator.sandbox.server import ThreadedSandbox
 from migrator.segment import SegmentClient
 from migrator.state import STATE_FILE
+from migrator_sandbox.faults import FaultInjector
+from migrator_sandbox.oracle import verify
+from migrator_sandbox.server import ThreadedSandbox
 from tests.conftest import FAST_ENV, sandbox_settings
 from tests.helpers import assert_valid_bodies, ledger, listed, settings_for
 

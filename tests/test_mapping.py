@@ -979,9 +979,9 @@ def test_property_birthdate_is_date_or_warning(value: Any) -> None:
 @pytest.mark.parametrize("identifier", ["user_id", "anonymous_id", "email"])
 def test_mapping_agrees_with_the_independent_oracle(mode: str, identifier: str) -> None:
     """Two implementations of docs/mapping.md, written apart, agree on generated profiles."""
-    from migrator.sandbox.oracle import expected_customer
-    from migrator.sandbox.settings import SandboxSettings
-    from migrator.sandbox.state import Sandbox
+    from migrator_sandbox.oracle import expected_customer
+    from migrator_sandbox.settings import SandboxSettings
+    from migrator_sandbox.state import Sandbox
 
     sandbox = Sandbox(SandboxSettings(profiles=1500, seed=7, long_tail=0.1))
     disagreements = []

@@ -1,5 +1,5 @@
 """The sandbox is a measuring instrument: these tests check it is faithful to the contracts
-(shared/contracts/README.md, copied facts only) and that its oracle follows docs/mapping.md."""
+(docs/contracts.md) and that its oracle follows docs/mapping.md."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import aiohttp
 import jsonschema
 import pytest
 
-from migrator.sandbox import (
+from migrator_sandbox import (
     ProfileGenerator,
     Sandbox,
     SandboxServer,
@@ -32,8 +32,8 @@ from migrator.sandbox import (
     sandbox_env,
     verify,
 )
-from migrator.sandbox.options import parse_args
-from migrator.sandbox.oracle import CONSUMED_KEYS, birthdate_of, source_id_of, string_value
+from migrator_sandbox.oracle import CONSUMED_KEYS, birthdate_of, source_id_of, string_value
+from migrator_sandbox.settings import parse_args
 
 SCHEMA = json.loads((Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text())
 BASE = "/v1/spaces/spa_sandbox/collections/users/profiles"

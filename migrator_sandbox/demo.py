@@ -12,14 +12,13 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrator.config import load_settings
+from migrator.config import RunOptions, load_settings
 from migrator.mapping import MetadataMode
 from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
-from migrator.pipeline import RunOptions
 from migrator.runner import OnStart, RunResult, run_migration
-from migrator.sandbox.oracle import Verification, verify
-from migrator.sandbox.server import SandboxServer
-from migrator.sandbox.settings import SandboxSettings
+from migrator_sandbox.oracle import Verification, verify
+from migrator_sandbox.server import SandboxServer
+from migrator_sandbox.settings import SandboxSettings
 
 #: The demo's Voucherify plan: Organization (2,000 requests/minute).
 DEMO_VOUCHERIFY_RATE = 2000

@@ -13,14 +13,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from migrator.sandbox import segment_api, voucherify_api
-from migrator.sandbox.gateway import LATENCY_KEY, STOPPING_KEY, gateway
-from migrator.sandbox.oracle import METADATA_MODES, verify
-from migrator.sandbox.settings import SandboxSettings
-from migrator.sandbox.state import SANDBOX_KEY, Sandbox
+from migrator_sandbox import segment_api, voucherify_api
+from migrator_sandbox.gateway import LATENCY_KEY, STOPPING_KEY, gateway
+from migrator_sandbox.oracle import METADATA_MODES, verify
+from migrator_sandbox.settings import SandboxSettings
+from migrator_sandbox.state import SANDBOX_KEY, Sandbox
 
 T = TypeVar("T")
-_ACCESS_LOG = logging.getLogger("migrator.sandbox.access")
+_ACCESS_LOG = logging.getLogger("migrator_sandbox.access")
 
 
 def build_app(sandbox: Sandbox) -> web.Application:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from migrator.sandbox.settings import SandboxSettings
+from migrator_sandbox.settings import SandboxSettings
 
 AUDIENCE_KEYS = frozenset({"high_value_users", "churn_risk_audience"})
 COMPUTED_KEYS = frozenset({"purchase_count_30d", "lifetime_value"})

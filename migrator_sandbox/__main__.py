@@ -1,9 +1,9 @@
-"""``python -m migrator.sandbox --profiles N --port P ...``: serve the sandbox until Ctrl-C."""
+"""``python -m migrator_sandbox --profiles N --port P ...``: serve the sandbox until Ctrl-C."""
 
 from __future__ import annotations
 
-from migrator.sandbox.options import parse_args
-from migrator.sandbox.server import serve
+from migrator_sandbox.server import serve
+from migrator_sandbox.settings import parse_args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The Segment Profile API (Unify) for one space, per shared/contracts/README.md."""
+"""The Segment Profile API (Unify) for one space, per docs/contracts.md."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from migrator.sandbox.generator import AUDIENCE_KEYS, COMPUTED_KEYS, GeneratedProfile
-from migrator.sandbox.responses import json_response, query_int, segment_error
-from migrator.sandbox.state import SANDBOX_KEY, Sandbox
+from migrator_sandbox.gateway import json_response, query_int, segment_error
+from migrator_sandbox.generator import AUDIENCE_KEYS, COMPUTED_KEYS, GeneratedProfile
+from migrator_sandbox.state import SANDBOX_KEY, Sandbox
 
 BASE = "/v1/spaces/{space_id}/collections/{collection}/profiles"
 TRAIT_CLASSES = {"audience": AUDIENCE_KEYS, "computed_trait": COMPUTED_KEYS}

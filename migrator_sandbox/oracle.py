@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from migrator.sandbox.state import Sandbox
+    from migrator_sandbox.state import Sandbox
 
 FIELD_ORDER = (
     "source_id",

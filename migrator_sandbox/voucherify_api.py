@@ -1,24 +1,20 @@
-"""The slice of the Voucherify API the migrator uses, per shared/contracts/README.md."""
+"""The slice of the Voucherify API the migrator uses, per docs/contracts.md."""
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from migrator.sandbox.responses import REQUEST_ID, json_response, query_int, voucherify_error
-from migrator.sandbox.state import SANDBOX_KEY
-from migrator.sandbox.stats import count_nulls
-from migrator.sandbox.store import iso_ms
-from migrator.sandbox.validation import KNOWN_FIELDS
+from migrator_sandbox.gateway import REQUEST_ID, json_response, query_int, voucherify_error
+from migrator_sandbox.state import SANDBOX_KEY, count_nulls
+from migrator_sandbox.store import KNOWN_FIELDS, iso_ms
 
 MAX_ITEMS = 100
 MAX_BYTES = 10 * 1024 * 1024
 CLIENT_MAX_SIZE = 4 * MAX_BYTES  # let oversized bodies reach the handler and get our 413
 _SCHEMA_CREATED = 1700000000.0
-UNLIMITED_QUOTA = 1_000_000
 
 
 def add_routes(app: web.Application) -> None:
@@ -165,13 +161,3 @@ async def get_customer(request: web.Request) -> web.Response:
         details = f"Cannot find customer with id {source_id}"
         return voucherify_error(404, "not_found", "Resource not found", details)
     return json_response(customer)
-
-
-def rate_limit_headers(response: web.StreamResponse, request: web.Request) -> None:
-    """Headers every Voucherify answer carries; unlimited reports a nominal large quota."""
-    limiter = request.app[SANDBOX_KEY].voucherify_limiter
-    now = time.monotonic()
-    limit = limiter.limit or UNLIMITED_QUOTA
-    response.headers["X-Rate-Limit-Limit"] = str(limit)
-    response.headers["X-Rate-Limit-Remaining"] = str(max(0, limit - limiter.used(now)))
-    response.headers["X-Rate-Limit-Retry"] = str(limiter.reset_epoch(now))

@@ -1,4 +1,5 @@
-"""The edge every API request passes: request ids, stats, limits, latency and faults.
+"""The edge every API request passes: request ids, stats, limits, latency and faults; and
+the JSON responses and error bodies of both APIs, which carry the request id it sets.
 
 Admin routes (``/_sandbox/*``) bypass it entirely, so observing a run never perturbs it.
 """
@@ -6,24 +7,69 @@ Admin routes (``/_sandbox/*``) bypass it entirely, so observing a run never pert
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
 
 from aiohttp import web
 
-from migrator.sandbox.faults import drop_connection, hang
-from migrator.sandbox.responses import REQUEST_ID, segment_error, voucherify_error
-from migrator.sandbox.state import SANDBOX_KEY, Sandbox
-from migrator.sandbox.voucherify_api import rate_limit_headers
+from migrator_sandbox.faults import drop_connection, hang
+from migrator_sandbox.state import SANDBOX_KEY, Sandbox
 
 ADMIN_PREFIX = "/_sandbox/"
 SEGMENT_PREFIX = "/v1/spaces/"
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
 LATENCY_KEY = web.AppKey("latency_rng", random.Random)
+UNLIMITED_QUOTA = 1_000_000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- JSON responses and the two APIs' error bodies ------------------------------------------
+
+# Set by the gateway at the start of each request; requests in flight never share a task,
+# so this needs no request-storage key.
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    # Raw UTF-8 rather than \u escapes: what the real APIs send, and a test of the client.
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def segment_error(status: int, code: str, message: str) -> web.Response:
+    return json_response({"error": {"code": code, "message": message}}, status)
+
+
+def voucherify_error(status: int, key: str, message: str, details: str = "") -> web.Response:
+    body = {
+        "code": status,
+        "key": key,
+        "message": message,
+        "details": details or message,
+        "request_id": REQUEST_ID.get(),
+    }
+    return json_response(body, status)
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int | None:
+    """An integer query parameter within [low, high]; None when malformed or out of range."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if low <= value <= high else None
+
+
+# -- the gateway ----------------------------------------------------------------------------
 
 
 @web.middleware
@@ -134,3 +180,13 @@ def _server_error(request: web.Request, status: int, segment: bool) -> web.Respo
     if segment:
         return segment_error(status, reason, "The server could not answer, retry later")
     return voucherify_error(status, reason, "Server error", "Retry later")
+
+
+def rate_limit_headers(response: web.StreamResponse, request: web.Request) -> None:
+    """Headers every Voucherify answer carries; unlimited reports a nominal large quota."""
+    limiter = request.app[SANDBOX_KEY].voucherify_limiter
+    now = time.monotonic()
+    limit = limiter.limit or UNLIMITED_QUOTA
+    response.headers["X-Rate-Limit-Limit"] = str(limit)
+    response.headers["X-Rate-Limit-Remaining"] = str(max(0, limit - limiter.used(now)))
+    response.headers["X-Rate-Limit-Retry"] = str(limiter.reset_epoch(now))

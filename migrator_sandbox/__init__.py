@@ -1,22 +1,22 @@
 """A local double of the Segment Profile API and the Voucherify API, on one port.
 
 Used by ``migrator demo``, ``migrator sandbox``, the tests and the benchmarks.
+A package of its own beside ``migrator``, which imports it only inside those two commands.
 """
 
 from __future__ import annotations
 
-from migrator.sandbox.generator import GeneratedProfile, ProfileGenerator, ProfileTruth
-from migrator.sandbox.oracle import Verification, expected_customer, verify
-from migrator.sandbox.server import (
+from migrator_sandbox.generator import GeneratedProfile, ProfileGenerator, ProfileTruth
+from migrator_sandbox.oracle import Verification, expected_customer, verify
+from migrator_sandbox.server import (
     SandboxServer,
     ThreadedSandbox,
     build_app,
     sandbox_env,
     serve,
 )
-from migrator.sandbox.settings import SandboxSettings
-from migrator.sandbox.state import Sandbox
-from migrator.sandbox.stats import SandboxStats
+from migrator_sandbox.settings import SandboxSettings
+from migrator_sandbox.state import Sandbox, SandboxStats
 
 __all__ = [
     "GeneratedProfile",

@@ -1,0 +1,138 @@
+"""Knobs of the sandbox: data size and shape, limits, latency and fault injection.
+
+Also the command line of ``python -m migrator_sandbox`` that sets them, kept apart from
+serving so a typer command can offer the same settings and call ``serve`` itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
+
+FAULT_SHARES = (
+    "fault_429_burst",
+    "fault_5xx",
+    "fault_hang",
+    "fault_reset",
+    "fault_malformed",
+)
+
+
+@dataclass
+class SandboxSettings:
+    """Everything that shapes one sandbox; defaults give a realistic, fault-free double.
+
+    Rates mirror the production defaults the migrator must respect: Segment counts
+    requests per second per space, Voucherify requests per minute (0 = no limit).
+    Fault shares are probabilities per request (or per action / customer).
+    """
+
+    profiles: int = 2000
+    seed: int = 1
+    space_id: str = "spa_sandbox"
+    segment_token: str = "sandbox-segment-token"
+    app_id: str = "sandbox-app-id"
+    secret_key: str = "sandbox-secret-key"
+    segment_rate: int = 100
+    voucherify_rate: int = 0
+    latency_min_ms: float = 0.0
+    latency_max_ms: float = 0.0
+    async_delay: float = 0.2
+    fault_5xx: float = 0.0
+    fault_hang: float = 0.0
+    fault_reset: float = 0.0
+    fault_malformed: float = 0.0
+    fault_429_burst: float = 0.0
+    fault_action_failed: float = 0.0
+    fault_customer_error: float = 0.0
+    fault_customer_error_sticky: bool = False
+    allow_defined_only: bool = False
+    metadata_schema: dict[str, dict] = field(default_factory=dict)
+    long_tail: float = 0.05
+    no_identifier: float = 0.08
+    record_bodies: bool = False
+    hang_cap_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        # Fail at construction, not mid-benchmark, on knobs that cannot be honoured.
+        if self.profiles < 0:
+            raise ValueError("profiles must be >= 0")
+        if self.segment_rate < 0 or self.voucherify_rate < 0:
+            raise ValueError("rates must be >= 0 (0 = unlimited)")
+        if not 0 <= self.latency_min_ms <= self.latency_max_ms:
+            raise ValueError("need 0 <= latency_min_ms <= latency_max_ms")
+        if self.async_delay < 0:
+            raise ValueError("async_delay must be >= 0")
+        shares = [*FAULT_SHARES, "fault_action_failed", "fault_customer_error"]
+        for name in [*shares, "long_tail", "no_identifier"]:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within 0..1")
+        # Per-request faults are drawn from one roll, so their shares must fit in it.
+        if sum(getattr(self, name) for name in FAULT_SHARES) > 1.0:
+            raise ValueError("the per-request fault shares must sum to at most 1")
+
+
+# -- the command line -----------------------------------------------------------------------
+
+_SPECIAL = {"latency_min_ms", "latency_max_ms", "metadata_schema"}
+
+
+class ServeOptions(NamedTuple):
+    settings: SandboxSettings
+    host: str
+    port: int
+    access_log: bool
+
+
+def _latency(text: str) -> tuple[float, float]:
+    parts = [float(part) for part in text.split(",")]
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError("expected MS or MIN,MAX")
+    return parts[0], parts[1]
+
+
+def _schema(text: str) -> dict[str, dict]:
+    value = json.loads(text)
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError('expected {"key": {"type": "string", ...}, ...}')
+    return value
+
+
+def build_parser(prog: str = "python -m migrator_sandbox") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve a local double of the Segment Profile API and Voucherify.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--latency-ms", type=_latency, metavar="MIN,MAX", default=(0.0, 0.0))
+    parser.add_argument("--metadata-schema", type=_schema, metavar="JSON", default={})
+    # Every other setting becomes --its-name, typed by its default.
+    for spec in fields(SandboxSettings):
+        if spec.name in _SPECIAL:
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        default = spec.default
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            metavar = "TEXT" if isinstance(default, str) else "N"
+            parser.add_argument(
+                flag, type=type(default), default=default, metavar=metavar, help=f"({default})"
+            )
+    return parser
+
+
+def parse_args(
+    argv: list[str] | None = None, prog: str = "python -m migrator_sandbox"
+) -> ServeOptions:
+    args = vars(build_parser(prog).parse_args(argv))
+    host, port, access_log = args.pop("host"), args.pop("port"), args.pop("access_log")
+    args["latency_min_ms"], args["latency_max_ms"] = args.pop("latency_ms")
+    return ServeOptions(SandboxSettings(**args), host, port, access_log)
