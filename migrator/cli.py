@@ -8,34 +8,36 @@ import logging
 import signal
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
-from migrator.config import RunOptions, Settings, load_settings, read_environment
+from migrator.config import RunOptions, Settings, SourceName, load_settings, read_environment
 from migrator.exceptions import ConfigError, LockedError
 from migrator.logs import RedactingFilter
 from migrator.mapping import MetadataMode
 from migrator.memory import pin_mmap_threshold
-from migrator.outcome import Counts
 from migrator.runner import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
     EXIT_STOPPED,
     RunResult,
-    resume_command,
     retry_failed,
     run_migration,
     status,
+)
+from migrator.views import (
+    ProgressView,
+    console,
+    errors,
+    show_demo,
+    show_status,
+    show_stopped,
+    show_summary,
 )
 
 T = TypeVar("T")
@@ -46,9 +48,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False, highlight=False, emoji=False)
-# soft_wrap: a message is one line even in a log or a pipe (rich would wrap it at 80 columns).
-errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 EnvFile = Annotated[
@@ -78,6 +77,16 @@ LogFile = Annotated[
 ]
 Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show info lines, not only warnings.")
+]
+SourceOption = Annotated[
+    SourceName | None,
+    typer.Option(
+        "--source",
+        help="Where to read profiles: profile-api (Segment's API, the default) or "
+        "profiles-sync (the Profiles Sync views in your warehouse). Also MIGRATOR_SOURCE.",
+        case_sensitive=False,
+        show_default=False,
+    ),
 ]
 Metadata = Annotated[
     MetadataMode,
@@ -132,67 +141,6 @@ def _settings(env_file: Path | None, overrides: dict[str, str] | None = None) ->
         raise typer.Exit(EXIT_CONFIG) from None
 
 
-class ProgressView:
-    """Live counters: a rich bar in a terminal, a plain line every 10 s otherwise."""
-
-    def __init__(self, total: int | None = None) -> None:
-        self.total = total
-        self.counts: Counts | None = None
-        self._progress: Progress | None = None
-        self._task: Any = None
-
-    def attach(self, counts: Counts) -> None:
-        self.counts = counts
-
-    def _line(self) -> str:
-        assert self.counts is not None
-        c = self.counts
-        elapsed = max(time.monotonic() - c.started_at, 1e-9)
-        return (
-            f"read {c.profiles_read}  confirmed {c.confirmed}  unchanged {c.unchanged}  "
-            f"no identifier {c.no_identifier}  failed {c.failed}  "
-            f"{c.profiles_read / elapsed:.1f} profiles/s"
-        )
-
-    async def run(self, work: Awaitable[T]) -> T:
-        if console.is_terminal:
-            with Progress(
-                SpinnerColumn(),
-                BarColumn(bar_width=20),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            ) as progress:
-                self._progress = progress
-                self._task = progress.add_task("starting", total=self.total)
-                return await self._with_ticker(work, 0.25)
-        return await self._with_ticker(work, 10.0)
-
-    async def _with_ticker(self, work: Awaitable[T], every: float) -> T:
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(every)
-                self._show()
-
-        ticker = asyncio.create_task(tick())
-        try:
-            return await work
-        finally:
-            ticker.cancel()
-            self._show()
-
-    def _show(self) -> None:
-        if self.counts is None:
-            return
-        if self._progress is not None:
-            self._progress.update(
-                self._task, description=self._line(), completed=self.counts.profiles_read
-            )
-        else:
-            print(f"progress: {self._line()}", file=sys.stderr, flush=True)
-
-
 def _execute(make: Callable[[ProgressView], Awaitable[T]], total: int | None = None) -> T:
     """Run a command's coroutine with progress; SIGTERM and Ctrl-C stop it cleanly."""
     view = ProgressView(total)
@@ -218,30 +166,6 @@ def _execute(make: Callable[[ProgressView], Awaitable[T]], total: int | None = N
         raise typer.Exit(EXIT_CONFIG) from None
 
 
-def _summary(result: RunResult, title: str) -> None:
-    c = result.counts.as_dict()
-    table = Table(title=title, show_header=False)
-    rows = [
-        ("outcome", result.outcome),
-        ("profiles read", c["profiles_read"]),
-        ("customers confirmed", c["confirmed"]),
-        ("unchanged (not sent)", c["unchanged"]),
-        ("without identifier", c["no_identifier"]),
-        ("failed", c["failed"]),
-        ("mapping warnings", c["warnings"]),
-        ("elapsed", f"{c['elapsed_seconds']:.1f} s"),
-        ("profiles/s", f"{c['profiles_per_second']:.1f}"),
-    ]
-    if c["would_send"]:
-        rows.insert(2, ("would send (dry run)", c["would_send"]))
-    if result.resumed:
-        rows.insert(0, ("resumed from", result.start_cursor or "the first page"))
-    for name, value in rows:
-        table.add_row(name, Text(str(value)))  # a cursor is opaque: never markup
-    console.print(table)
-    console.print(f"files in {result.out_dir}", markup=False)
-
-
 def _write_report(path: Path | None, result: RunResult) -> None:
     if path is None:
         return
@@ -249,21 +173,11 @@ def _write_report(path: Path | None, result: RunResult) -> None:
     path.write_text(json.dumps(result.report(), indent=2) + "\n", encoding="utf-8")
 
 
-def _stopped(result: RunResult) -> None:
-    assert result.stopped is not None
-    errors.print(f"stopped: {result.stopped}", markup=False)
-    if result.stopped.hint:
-        errors.print(result.stopped.hint, markup=False)
-    command = resume_command(result.resume_cursor)
-    errors.print(
-        f"everything before the resume point is saved. Resume with:\n  {command}", markup=False
-    )
-
-
 @app.command()
 def run(
     env_file: EnvFile = None,
     out_dir: OutDir = Path("."),
+    source: SourceOption = None,
     offset: Annotated[
         str | None,
         typer.Option(
@@ -286,7 +200,7 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Migrate every profile (resuming from the checkpoint, sending only what changed)."""
-    settings = _settings(env_file)
+    settings = _settings(env_file, {"MIGRATOR_SOURCE": source.value} if source else None)
     _setup_logging(log_file, verbose, settings.secrets)
     options = RunOptions(metadata_mode=metadata, full=full, dry_run=dry_run)
     prompted = False
@@ -300,11 +214,11 @@ def run(
             )
 
         result = _execute(make)
-        _summary(result, "migrator dry run" if dry_run else "migrator run")
+        show_summary(result, "migrator dry run" if dry_run else "migrator run")
         _write_report(report, result)
         if result.stopped is None:
             raise typer.Exit(result.exit_code)
-        _stopped(result)
+        show_stopped(result)
         if prompted or no_input or result.stopped.account or not _interactive():
             raise typer.Exit(EXIT_STOPPED)
         prompted = True
@@ -318,20 +232,21 @@ def run(
 def retry_failed_command(
     env_file: EnvFile = None,
     out_dir: OutDir = Path("."),
+    source: SourceOption = None,
     metadata: Metadata = MetadataMode.metadata,
     report: Report = None,
     log_file: LogFile = None,
     verbose: Verbose = False,
 ) -> None:
     """Read the failed customers again from Segment, resend them, clear those that succeed."""
-    settings = _settings(env_file)
+    settings = _settings(env_file, {"MIGRATOR_SOURCE": source.value} if source else None)
     _setup_logging(log_file, verbose, settings.secrets)
     options = RunOptions(metadata_mode=metadata)
     result = _execute(lambda view: retry_failed(settings, out_dir, options, on_start=view.attach))
-    _summary(result, "migrator retry-failed")
+    show_summary(result, "migrator retry-failed")
     _write_report(report, result)
     if result.stopped is not None:
-        _stopped(result)
+        show_stopped(result)
     raise typer.Exit(result.exit_code)
 
 
@@ -345,38 +260,7 @@ def status_command(
     if as_json:
         console.print_json(json.dumps(data))
         return
-    if data["state_file"] is None:
-        console.print(f"no runs yet in {out_dir.resolve()}", markup=False)
-        return
-    checkpoint = data["checkpoint"]
-    if checkpoint is None:
-        line = "none (the last run finished)"
-    else:
-        where = checkpoint["cursor"] or "the first page"
-        if data["running_pid"] is not None:
-            line = f"run {checkpoint['run_id']} in progress (pid {data['running_pid']}), at {where}"
-        else:
-            line = f"run {checkpoint['run_id']} stopped; resumes at {where}"
-    console.print(f"checkpoint: {line}", markup=False)
-    console.print(f"customers confirmed: {data['customers_confirmed']}")
-    console.print(f"failures pending: {data['failures_pending']}")
-    console.print(f"profiles without identifier: {data['profiles_without_identifier']}")
-    table = Table("run", "command", "started", "ended", "outcome", "read", "confirmed", "failed")
-    for r in data["runs"]:
-        counts = r["counts"]
-        table.add_row(
-            str(r["id"]),
-            r["command"],
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"])),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ended_at"]))
-            if r["ended_at"]
-            else "-",
-            r["outcome"],
-            str(counts.get("profiles_read", "-")),
-            str(counts.get("confirmed", "-")),
-            str(counts.get("failed", "-")),
-        )
-    console.print(table)
+    show_status(data, out_dir)
 
 
 @app.command()
@@ -419,28 +303,9 @@ def demo(
     result = _execute(
         lambda view: run_demo(sandbox, target, metadata.value, on_start=view.attach), total=profiles
     )
-    _summary(result.run, "migrator demo")
-    v = result.verification
-    table = Table(title="verified against the sandbox's oracle", show_header=False)
-    table.add_row("customers expected", str(v.expected))
-    table.add_row("arrived in Voucherify", str(v.arrived))
-    table.add_row("correct to the last field", str(v.correct))
-    table.add_row("wrong fields", str(len(v.wrong)))
-    table.add_row("unexpected customers", str(len(v.unexpected)))
-    table.add_row(
-        "without identifier (listed / expected)",
-        f"{result.listed_without_identifier} / {len(v.no_identifier)}",
-    )
-    table.add_row("failures in the ledger", str(result.ledger_lines))
-    table.add_row("Segment 429 answers", str(result.segment_429))
-    console.print(table)
-    if result.ok:
-        console.print(
-            "[bold green]verified:[/] every profile is in Voucherify or listed without identifier."
-        )
-        raise typer.Exit(0)
-    console.print("[bold red]not verified:[/] see the table above.")
-    raise typer.Exit(1)
+    show_summary(result.run, "migrator demo")
+    show_demo(result)
+    raise typer.Exit(0 if result.ok else 1)
 
 
 @app.command(

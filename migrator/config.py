@@ -12,8 +12,9 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -23,14 +24,28 @@ from migrator.mapping import MetadataMode
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+class SourceName(StrEnum):
+    """Where profiles are read: Segment's Profile API, or Profiles Sync in a warehouse."""
+
+    profile_api = "profile-api"
+    profiles_sync = "profiles-sync"
+
+
+SOURCES: tuple[str, ...] = tuple(SourceName)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs to reach both APIs. Secrets are kept out of `repr`."""
+    """Everything a run needs to reach its source and Voucherify. Secrets stay out of `repr`."""
 
     segment_access_token: str = field(repr=False)
     segment_space_id: str
     voucherify_application_id: str
     voucherify_secret_key: str = field(repr=False)
+    source: str = "profile-api"
+    profiles_sync_url: str = field(default="", repr=False)
+    profiles_sync_schema: str = ""
+    profiles_sync_overlap: float = 3600.0
     segment_request_limit: int = 100
     segment_traits_limit: int = 200
     identifier: str = "user_id"
@@ -44,7 +59,11 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed, logged or stored."""
-        return (self.segment_access_token, self.voucherify_secret_key)
+        found = [self.segment_access_token, self.voucherify_secret_key]
+        password = _url_password(self.profiles_sync_url)
+        if password:
+            found.append(password)
+        return tuple(s for s in found if s)
 
 
 def _required(env: Mapping[str, str], name: str, what: str) -> str:
@@ -127,8 +146,55 @@ def read_environment(env_file: Path | None = None) -> dict[str, str]:
     return values
 
 
+def _url_password(url: str) -> str | None:
+    try:
+        return unquote(urlsplit(url).password or "") or None
+    except ValueError:
+        return None
+
+
+def _source(env: Mapping[str, str]) -> str:
+    source = (env.get("MIGRATOR_SOURCE") or "").strip() or "profile-api"
+    if source not in SOURCES:
+        raise ConfigError(
+            f"MIGRATOR_SOURCE={source!r} is not valid: expected one of {', '.join(SOURCES)}"
+        )
+    return source
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    raw = _required(env, "PROFILES_SYNC_URL", "the warehouse's database URL (postgresql://...)")
+    try:
+        scheme = urlsplit(raw).scheme
+    except ValueError:
+        scheme = ""
+    if not scheme or any(c.isspace() for c in raw):
+        # Never echo the value: it may hold a password.
+        raise ConfigError(
+            "PROFILES_SYNC_URL is not a database URL: expected e.g. "
+            "postgresql://user:password@host:5432/database"
+        )
+    return raw
+
+
+def _schema_name(env: Mapping[str, str]) -> str:
+    schema = _required(env, "PROFILES_SYNC_SCHEMA", "the schema that holds the Profiles Sync views")
+    if not all(c.isalnum() or c in "_$" for c in schema):
+        raise ConfigError(
+            f"PROFILES_SYNC_SCHEMA={schema!r} is not valid: expected a schema name "
+            "(letters, digits, _)"
+        )
+    return schema
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
-    """Validate every variable once; the first problem found is the one reported."""
+    """Validate every variable once; the first problem found is the one reported.
+
+    The Segment variables are required only for the Profile API source, the warehouse
+    ones only for Profiles Sync.
+    """
+    source = _source(env)
+    api = source == "profile-api"
     identifier = (env.get("IDENTIFIER_SAVED_AS_SOURCE_ID") or "").strip() or "user_id"
     if any(c.isspace() or c in ",:/" for c in identifier):
         raise ConfigError(
@@ -138,8 +204,16 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     return Settings(
         segment_access_token=_required(
             env, "SEGMENT_ACCESS_TOKEN", "the Segment Profile API access token"
-        ),
-        segment_space_id=_required(env, "SEGMENT_SPACE_ID", "the Segment Unify space id (spa_...)"),
+        )
+        if api
+        else (env.get("SEGMENT_ACCESS_TOKEN") or "").strip(),
+        segment_space_id=_required(env, "SEGMENT_SPACE_ID", "the Segment Unify space id (spa_...)")
+        if api
+        else (env.get("SEGMENT_SPACE_ID") or "").strip(),
+        source=source,
+        profiles_sync_url="" if api else _database_url(env),
+        profiles_sync_schema="" if api else _schema_name(env),
+        profiles_sync_overlap=_float(env, "PROFILES_SYNC_OVERLAP_SECONDS", 3600.0, 0.0, 30 * 86400),
         voucherify_application_id=_required(
             env, "VOUCHERIFY_APPLICATION_ID", "the Voucherify application id"
         ),

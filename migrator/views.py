@@ -1,0 +1,184 @@
+"""What the command line shows: live progress, summaries, status and the demo's check.
+
+Rendering only; every decision is in the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from migrator.outcome import Counts
+from migrator.runner import RunResult, resume_command
+
+if TYPE_CHECKING:
+    from migrator_sandbox.demo import DemoResult
+
+T = TypeVar("T")
+
+console = Console(stderr=False, highlight=False, emoji=False)
+# soft_wrap: a message is one line even in a log or a pipe (rich would wrap it at 80 columns).
+errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+class ProgressView:
+    """Live counters: a rich bar in a terminal, a plain line every 10 s otherwise."""
+
+    def __init__(self, total: int | None = None) -> None:
+        self.total = total
+        self.counts: Counts | None = None
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def attach(self, counts: Counts) -> None:
+        self.counts = counts
+
+    def _line(self) -> str:
+        assert self.counts is not None
+        c = self.counts
+        elapsed = max(time.monotonic() - c.started_at, 1e-9)
+        return (
+            f"read {c.profiles_read}  confirmed {c.confirmed}  unchanged {c.unchanged}  "
+            f"no identifier {c.no_identifier}  failed {c.failed}  "
+            f"{c.profiles_read / elapsed:.1f} profiles/s"
+        )
+
+    async def run(self, work: Awaitable[T]) -> T:
+        if console.is_terminal:
+            with Progress(
+                SpinnerColumn(),
+                BarColumn(bar_width=20),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
+                self._progress = progress
+                self._task = progress.add_task("starting", total=self.total)
+                return await self._with_ticker(work, 0.25)
+        return await self._with_ticker(work, 10.0)
+
+    async def _with_ticker(self, work: Awaitable[T], every: float) -> T:
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(every)
+                self._show()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await work
+        finally:
+            ticker.cancel()
+            self._show()
+
+    def _show(self) -> None:
+        if self.counts is None:
+            return
+        if self._progress is not None:
+            self._progress.update(
+                self._task, description=self._line(), completed=self.counts.profiles_read
+            )
+        else:
+            print(f"progress: {self._line()}", file=sys.stderr, flush=True)
+
+
+def show_summary(result: RunResult, title: str) -> None:
+    c = result.counts.as_dict()
+    table = Table(title=title, show_header=False)
+    rows = [
+        ("outcome", result.outcome),
+        ("profiles read", c["profiles_read"]),
+        ("customers confirmed", c["confirmed"]),
+        ("unchanged (not sent)", c["unchanged"]),
+        ("without identifier", c["no_identifier"]),
+        ("failed", c["failed"]),
+        ("mapping warnings", c["warnings"]),
+        ("elapsed", f"{c['elapsed_seconds']:.1f} s"),
+        ("profiles/s", f"{c['profiles_per_second']:.1f}"),
+    ]
+    if c["would_send"]:
+        rows.insert(2, ("would send (dry run)", c["would_send"]))
+    if result.resumed:
+        rows.insert(0, ("resumed from", result.start_cursor or "the first page"))
+    for name, value in rows:
+        table.add_row(name, Text(str(value)))  # a cursor is opaque: never markup
+    console.print(table)
+    console.print(f"files in {result.out_dir}", markup=False)
+
+
+def show_stopped(result: RunResult) -> None:
+    assert result.stopped is not None
+    errors.print(f"stopped: {result.stopped}", markup=False)
+    if result.stopped.hint:
+        errors.print(result.stopped.hint, markup=False)
+    command = resume_command(result.resume_cursor)
+    errors.print(
+        f"everything before the resume point is saved. Resume with:\n  {command}", markup=False
+    )
+
+
+def show_status(data: dict[str, Any], out_dir: Path) -> None:
+    if data["state_file"] is None:
+        console.print(f"no runs yet in {out_dir.resolve()}", markup=False)
+        return
+    checkpoint = data["checkpoint"]
+    if checkpoint is None:
+        line = "none (the last run finished)"
+    else:
+        where = checkpoint["cursor"] or "the first page"
+        if data["running_pid"] is not None:
+            line = f"run {checkpoint['run_id']} in progress (pid {data['running_pid']}), at {where}"
+        else:
+            line = f"run {checkpoint['run_id']} stopped; resumes at {where}"
+    console.print(f"checkpoint: {line}", markup=False)
+    console.print(f"customers confirmed: {data['customers_confirmed']}")
+    console.print(f"failures pending: {data['failures_pending']}")
+    console.print(f"profiles without identifier: {data['profiles_without_identifier']}")
+    table = Table("run", "command", "started", "ended", "outcome", "read", "confirmed", "failed")
+    for r in data["runs"]:
+        counts = r["counts"]
+        table.add_row(
+            str(r["id"]),
+            r["command"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"])),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ended_at"]))
+            if r["ended_at"]
+            else "-",
+            r["outcome"],
+            str(counts.get("profiles_read", "-")),
+            str(counts.get("confirmed", "-")),
+            str(counts.get("failed", "-")),
+        )
+    console.print(table)
+
+
+def show_demo(result: DemoResult) -> None:
+    v = result.verification
+    table = Table(title="verified against the sandbox's oracle", show_header=False)
+    table.add_row("customers expected", str(v.expected))
+    table.add_row("arrived in Voucherify", str(v.arrived))
+    table.add_row("correct to the last field", str(v.correct))
+    table.add_row("wrong fields", str(len(v.wrong)))
+    table.add_row("unexpected customers", str(len(v.unexpected)))
+    table.add_row(
+        "without identifier (listed / expected)",
+        f"{result.listed_without_identifier} / {len(v.no_identifier)}",
+    )
+    table.add_row("failures in the ledger", str(result.ledger_lines))
+    table.add_row("Segment 429 answers", str(result.segment_429))
+    console.print(table)
+    if result.ok:
+        console.print(
+            "[bold green]verified:[/] every profile is in Voucherify or listed without identifier."
+        )
+        return
+    console.print("[bold red]not verified:[/] see the table above.")
