@@ -26,8 +26,6 @@ __all__ = [
     "STANDARD_TRAITS",
     "Mapped",
     "MetadataMode",
-    "changed_fields",
-    "field_fingerprints",
     "map_profile",
     "normalize_birthdate",
     "select_source_id",
@@ -315,57 +313,3 @@ def map_profile(
     if metadata:
         customer["metadata"] = metadata
     return Mapped(segment_id, customer, warnings)
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace ints too long for json.dumps by a tagged hex form (fingerprints only)."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            int.__repr__(value)
-        except ValueError:
-            return {"\x00bigint": hex(value)}  # hex() has no digit limit
-    return value
-
-
-def _fingerprint(value: Any) -> str:
-    try:
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    except ValueError:  # an int past the 4300-digit conversion limit
-        text = json.dumps(
-            _json_safe(value), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
-    # surrogatepass: JSON input may carry lone surrogates ("\ud800"), which utf-8 rejects.
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def field_fingerprints(customer: Mapping[str, Any]) -> dict[str, str]:
-    """Short stable hash of each customer field except ``source_id``.
-
-    Lets the state store remember what was last written without keeping customer data.
-    Key order inside address/metadata does not change a fingerprint.
-    """
-    return {
-        field: _fingerprint(value)
-        for field, value in customer.items()
-        if field != "source_id" and value is not None
-    }
-
-
-def changed_fields(customer: Mapping[str, Any], previous: Mapping[str, str]) -> dict[str, Any]:
-    """Reduce ``customer`` to ``source_id`` plus the fields that changed since ``previous``.
-
-    A field is sent whole (address and metadata included) when its fingerprint differs
-    from, or is missing in, ``previous``. Fields gone from the customer are not sent:
-    sending null would erase data. ``{"source_id": ...}`` alone means "unchanged".
-    """
-    reduced: dict[str, Any] = {"source_id": customer["source_id"]}
-    for field, value in customer.items():
-        if field == "source_id" or value is None:
-            continue
-        if previous.get(field) != _fingerprint(value):
-            reduced[field] = value
-    return reduced
