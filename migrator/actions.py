@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +31,11 @@ POLL_BUDGET_SHARE = 0.1
 #: An action not among the newest listed is read directly after this many polls.
 MISSES_BEFORE_DIRECT_READ = 2
 
-#: Called once per batch whose action is final: the items, and errors by source_id.
-Settle = Callable[[list[Item], dict[str, str]], None]
+#: Called once per batch whose fate is known: its action id (None: never accepted), the
+#: items, and errors by source_id.
+Settle = Callable[[str | None, list[Item], dict[str, str]], None]
+#: Called as soon as Voucherify accepted a batch, before anything else happens to it.
+Sent = Callable[[str, Batch], None]
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class ActionWatcher:
         voucherify: VoucherifyClient,
         tasks: asyncio.TaskGroup,
         counts: Counts,
+        sent: Sent,
         settle: Settle,
         *,
         interval: float,
@@ -60,6 +64,7 @@ class ActionWatcher:
         self.voucherify = voucherify
         self.tasks = tasks
         self.counts = counts
+        self.sent = sent
         self.settle = settle
         self.interval = interval
         self._permits = asyncio.Semaphore(MAX_OUTSTANDING_BATCHES)
@@ -89,6 +94,7 @@ class ActionWatcher:
         except BaseException:
             self._permits.release()
             raise
+        self.sent(action_id, batch)
         self.counts.batches += 1
         self.counts.customers_sent += len(batch.items)
         self._watched[action_id] = Watched(batch)
@@ -97,7 +103,7 @@ class ActionWatcher:
     def _rejected(self, batch: Batch, exc: RequestRejected) -> None:
         """A 4xx for the whole batch: halve it until the customers at fault are isolated."""
         if len(batch.items) == 1:
-            self.settle(batch.items, {batch.items[0].source_id: f"rejected: {exc}"})
+            self.settle(None, batch.items, {batch.items[0].source_id: f"rejected: {exc}"})
             return
         log.warning("a batch of %d was rejected (%s); sending it in halves", len(batch.items), exc)
         half = len(batch.items) // 2
@@ -124,24 +130,50 @@ class ActionWatcher:
                     continue
                 del self._watched[action_id]
                 self._permits.release()
-                self._final(watched.batch, action)
+                self._final(action_id, watched.batch, action)
 
-    def _final(self, batch: Batch, action: dict[str, Any]) -> None:
+    def _final(self, action_id: str, batch: Batch, action: dict[str, Any]) -> None:
         if action["status"] == "FAILED":
             if batch.attempt < BATCH_ATTEMPTS:
                 self.counts.batches_resent += 1
-                log.warning("async action %s FAILED; sending its batch again", action["id"])
+                log.warning("async action %s FAILED; sending its batch again", action_id)
+                self.settle(action_id, [], {})  # forget this action; the resend is new
                 self.submit(Batch(batch.items, batch.attempt + 1))
                 return
-            reason = (action.get("result") or {}).get("message") or "the async action FAILED"
-            self.settle(
-                batch.items, {i.source_id: f"async action FAILED: {reason}" for i in batch.items}
-            )
+            error = f"async action FAILED: {failure_reason(action)}"
+            self.settle(action_id, batch.items, {item.source_id: error for item in batch.items})
             return
-        self.settle(batch.items, _errors_by_source_id(action))
+        self.settle(action_id, batch.items, errors_by_source_id(action))
 
 
-def _errors_by_source_id(action: dict[str, Any]) -> dict[str, str]:
+async def follow(
+    voucherify: VoucherifyClient, action_ids: list[str], interval: float
+) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+    """Yield `(id, final action)` for actions a killed run left in flight; None: unknown
+    to Voucherify (never queued, or expired), so its batch must be sent again."""
+    pending = list(action_ids)
+    while pending:
+        waiting = []
+        for action_id in pending:
+            try:
+                action = await voucherify.async_action(action_id)
+            except RequestRejected:
+                yield action_id, None
+                continue
+            if action["status"] in FINAL_STATUSES:
+                yield action_id, action
+            else:
+                waiting.append(action_id)
+        pending = waiting
+        if pending:
+            await asyncio.sleep(interval)
+
+
+def failure_reason(action: dict[str, Any]) -> str:
+    return str((action.get("result") or {}).get("message") or "the async action FAILED")
+
+
+def errors_by_source_id(action: dict[str, Any]) -> dict[str, str]:
     errors: dict[str, str] = {}
     for error in action["result"].get("errors") or []:
         if isinstance(error, dict) and error.get("source_id") is not None:

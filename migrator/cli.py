@@ -88,6 +88,14 @@ SourceOption = Annotated[
         show_default=False,
     ),
 ]
+KeepRemoved = Annotated[
+    bool,
+    typer.Option(
+        "--keep-removed",
+        help="Leave in Voucherify the fields and metadata keys this tool wrote earlier that "
+        "Segment no longer has (default: clear them). Also MIGRATOR_KEEP_REMOVED=true.",
+    ),
+]
 Metadata = Annotated[
     MetadataMode,
     typer.Option(
@@ -194,6 +202,7 @@ def run(
         bool, typer.Option("--dry-run", help="Read and map; write dry-run.jsonl; send nothing.")
     ] = False,
     metadata: Metadata = MetadataMode.metadata,
+    keep_removed: KeepRemoved = False,
     no_input: NoInput = False,
     report: Report = None,
     log_file: LogFile = None,
@@ -202,7 +211,12 @@ def run(
     """Migrate every profile (resuming from the checkpoint, sending only what changed)."""
     settings = _settings(env_file, {"MIGRATOR_SOURCE": source.value} if source else None)
     _setup_logging(log_file, verbose, settings.secrets)
-    options = RunOptions(metadata_mode=metadata, full=full, dry_run=dry_run)
+    options = RunOptions(
+        metadata_mode=metadata,
+        full=full,
+        dry_run=dry_run,
+        keep_removed=keep_removed or settings.keep_removed,
+    )
     prompted = False
     while True:
 
@@ -234,14 +248,20 @@ def retry_failed_command(
     out_dir: OutDir = Path("."),
     source: SourceOption = None,
     metadata: Metadata = MetadataMode.metadata,
+    keep_removed: KeepRemoved = False,
+    no_input: NoInput = False,
     report: Report = None,
     log_file: LogFile = None,
     verbose: Verbose = False,
 ) -> None:
-    """Read the failed customers again from Segment, resend them, clear those that succeed."""
+    """Read the failed customers again from the source, resend them, clear those that succeed.
+
+    Never prompts, so --no-input changes nothing; it is accepted for cron lines that pass
+    it to every command.
+    """
     settings = _settings(env_file, {"MIGRATOR_SOURCE": source.value} if source else None)
     _setup_logging(log_file, verbose, settings.secrets)
-    options = RunOptions(metadata_mode=metadata)
+    options = RunOptions(metadata_mode=metadata, keep_removed=keep_removed or settings.keep_removed)
     result = _execute(lambda view: retry_failed(settings, out_dir, options, on_start=view.attach))
     show_summary(result, "migrator retry-failed")
     _write_report(report, result)
@@ -256,7 +276,11 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Recent runs, the checkpoint, customers confirmed and failures pending."""
-    data = status(out_dir)
+    try:
+        data = status(out_dir)
+    except ConfigError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
     if as_json:
         console.print_json(json.dumps(data))
         return

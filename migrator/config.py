@@ -46,6 +46,7 @@ class Settings:
     profiles_sync_url: str = field(default="", repr=False)
     profiles_sync_schema: str = ""
     profiles_sync_overlap: float = 3600.0
+    keep_removed: bool = False
     segment_request_limit: int = 100
     segment_traits_limit: int = 200
     identifier: str = "user_id"
@@ -105,6 +106,15 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
             f"{name}={raw} is out of range: expected a number from {low:g} to {high:g}"
         )
     return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not valid: expected true or false")
 
 
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
@@ -213,6 +223,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         source=source,
         profiles_sync_url="" if api else _database_url(env),
         profiles_sync_schema="" if api else _schema_name(env),
+        keep_removed=_bool(env, "MIGRATOR_KEEP_REMOVED"),
         profiles_sync_overlap=_float(env, "PROFILES_SYNC_OVERLAP_SECONDS", 3600.0, 0.0, 30 * 86400),
         voucherify_application_id=_required(
             env, "VOUCHERIFY_APPLICATION_ID", "the Voucherify application id"
@@ -238,3 +249,5 @@ class RunOptions:
     full: bool = False
     dry_run: bool = False
     checkpointing: bool = True
+    #: Leave in Voucherify what this tool wrote earlier and Segment no longer has.
+    keep_removed: bool = False

@@ -115,6 +115,7 @@ class ApiClient:
         self._error_message = error_message or (lambda body: (None, None))
         self._session: aiohttp.ClientSession | None = None
         self._log_requests = False
+        self.last_headers: Mapping[str, str] = {}
         self.requests = 0
         self.retries = 0
         self.throttled = 0
@@ -130,6 +131,10 @@ class ApiClient:
             json_serialize=json.dumps,
         )
         return self
+
+    def pace(self, limiter: Limiter) -> None:
+        """Pace the next requests with `limiter` (a limit learned from the API itself)."""
+        self._limiter = limiter
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._session is not None:
@@ -198,6 +203,7 @@ class ApiClient:
                 method, self.base_url + path, params=params, data=data, headers=headers
             ) as response:
                 raw = await response.read()
+                self.last_headers = response.headers
                 request_id = response.headers.get("Request-Id") or response.headers.get(
                     "X-Request-Id"
                 )

@@ -44,6 +44,11 @@ class Ledger:
             self.outputs.append_no_identifier(segment_id)
         self.state.clear_failure(segment_id)
 
+    def duplicate(self, segment_id: str, source_id: str, owner: str) -> None:
+        """Another profile owns this identifier: this one is listed, not sent."""
+        self.counts.duplicates += 1
+        log.info("%s shares its identifier with %s, which owns the customer", segment_id, owner)
+
     def identified(self, segment_id: str) -> None:
         """The profile has the identifier now: it leaves the no-identifier list."""
         self.state.remove_no_identifier(segment_id)
@@ -81,4 +86,5 @@ class Ledger:
             self.state.no_identifier_ids(),
             (f.as_record() for f in self.state.failures()),
             self.state.merged(),
+            self.state.duplicates(),
         )

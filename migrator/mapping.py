@@ -9,8 +9,6 @@ Results may be passed straight to ``json.dumps``; no function mutates its argume
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping

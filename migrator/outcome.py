@@ -18,6 +18,7 @@ class Counts:
     confirmed: int = 0
     unchanged: int = 0
     no_identifier: int = 0
+    duplicates: int = 0
     failed: int = 0
     would_send: int = 0
     warnings: int = 0

@@ -19,6 +19,8 @@ FAILURES_FILE = "failed-customers.jsonl"
 DRY_RUN_FILE = "dry-run.jsonl"
 MERGED_FILE = "merged-profiles.csv"
 MERGED_HEADER = ("segment_id", "canonical_segment_id", "source_id")
+DUPLICATES_FILE = "duplicate-identifiers.csv"
+DUPLICATES_HEADER = ("source_id", "segment_id", "owner_segment_id")
 
 
 def _json_line(record: Any) -> str:
@@ -72,6 +74,7 @@ class OutputFiles:
         no_identifier: Iterable[str],
         failures: Iterable[dict[str, Any]],
         merged: Iterable[tuple[str, str, str]] = (),
+        duplicates: Iterable[tuple[str, str, str]] = (),
     ) -> None:
         """Replace the lists with exactly what the state store holds."""
         tmp = self.no_identifier.with_suffix(".csv.tmp")
@@ -86,11 +89,18 @@ class OutputFiles:
             for record in failures:
                 handle.write(_json_line(record))
         os.replace(tmp, self.failures)
-        rows = list(merged)
-        if rows or self.merged.exists():
-            tmp = self.merged.with_suffix(".csv.tmp")
-            with tmp.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(MERGED_HEADER)
-                writer.writerows(rows)
-            os.replace(tmp, self.merged)
+        _rewrite_csv(self.merged, MERGED_HEADER, merged)
+        _rewrite_csv(self.out_dir / DUPLICATES_FILE, DUPLICATES_HEADER, duplicates)
+
+
+def _rewrite_csv(path: Path, header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
+    """Replace `path` atomically; a list that never had a row is not created."""
+    rows = list(rows)
+    if not rows and not path.exists():
+        return
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)

@@ -19,12 +19,14 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-from migrator.actions import ActionWatcher, poll_interval
-from migrator.batching import Batcher, Item, fits_alone
+from migrator.actions import ActionWatcher, errors_by_source_id, follow, poll_interval
+from migrator.batching import Batch, Batcher, Item, fits_alone
+from migrator.changes import diff, fingerprints, is_unchanged
 from migrator.checkpoint import Checkpointer, PageTracker, TrackedPage
 from migrator.config import RunOptions
+from migrator.identity import seen_key
 from migrator.ledger import Ledger
-from migrator.mapping import changed_fields, field_fingerprints, map_profile
+from migrator.mapping import map_profile
 from migrator.outcome import Counts, RunStopped, stop_cause
 from migrator.sources import Page, Profile, ProfileUnreadable, Source
 from migrator.state import StateStore
@@ -63,6 +65,7 @@ class Pipeline:
         self.counts = ledger.counts
         self.tracker = PageTracker(checkpoint)
         self._readers = asyncio.Semaphore(source.concurrency)
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
 
     async def run(self) -> Counts:
         """Migrate every page from the checkpoint on; raises `RunStopped` if it cannot go on."""
@@ -70,12 +73,16 @@ class Pipeline:
             if not self.options.dry_run:
                 await self._preflight()
             async with asyncio.TaskGroup() as tasks:
+                interval = poll_interval(self.voucherify.requests_per_minute)
+                if not self.options.dry_run:
+                    await self._follow_sent(interval)
                 watcher = ActionWatcher(
                     self.voucherify,
                     tasks,
                     self.counts,
+                    self._sent,
                     self._settle,
-                    interval=poll_interval(self.voucherify.requests_per_minute),
+                    interval=interval,
                 )
                 batcher = Batcher(watcher.submit, lambda: watcher.saturated)
                 self._watcher, self._batcher = watcher, batcher
@@ -98,9 +105,25 @@ class Pipeline:
         return self.counts
 
     async def _preflight(self) -> None:
-        """Check the Voucherify credentials before reading anything, and warn about a
-        metadata schema that will reject undefined keys (those customers go to the ledger)."""
+        """Check the Voucherify credentials before reading anything, pace under the limit
+        Voucherify announces when it is lower than configured, and warn about a metadata
+        schema that will reject undefined keys (those customers go to the ledger)."""
         schema = await self.voucherify.customer_metadata_schema()
+        self.voucherify.adopt_announced_limit()
+        writes = self.voucherify.customers_per_second()
+        if self.source.ceiling is None or writes < self.source.ceiling:
+            read = (
+                ""
+                if self.source.ceiling is None
+                else (f", while the source allows {self.source.ceiling:.0f} profiles/s")
+            )
+            log.warning(
+                "Voucherify's budget of %g requests/min bounds this run: about %.0f customers/s "
+                "can be written%s. If your plan allows more, raise VOUCHERIFY_RATE_LIMIT.",
+                self.voucherify.requests_per_minute,
+                writes,
+                read,
+            )
         if schema and schema.get("allow_defined_only") and self.options.metadata_mode != "none":
             defined = ", ".join(sorted(schema.get("properties") or {})) or "none"
             log.warning(
@@ -108,6 +131,36 @@ class Pipeline:
                 "other keys will be rejected and recorded in the failure ledger",
                 defined,
             )
+
+    async def _follow_sent(self, interval: float) -> None:
+        """Settle the batches a killed run sent and never saw confirmed, before reading.
+
+        Their profiles come before the checkpoint's position is passed, so they are read
+        again: once confirmed here, they are unchanged and not sent twice. A batch whose
+        action FAILED or is unknown is simply forgotten, and sent again when read.
+        """
+        sent = dict(self.state.sent_batches())
+        if not sent:
+            return
+        log.info("following %d batches a previous run left unconfirmed", len(sent))
+        async for action_id, action in follow(self.voucherify, list(sent), interval):
+            items = sent[action_id]
+            if action is not None and action["status"] == "DONE":
+                errors = errors_by_source_id(action)
+                self.ledger.confirmed(
+                    [
+                        (i["source_id"], i["segment_id"], i["fingerprints"])
+                        for i in items
+                        if i["source_id"] not in errors
+                    ]
+                )
+                for i in items:
+                    if i["source_id"] in errors:
+                        self.ledger.failed(
+                            i["segment_id"], i["source_id"], errors[i["source_id"]], i["payload"]
+                        )
+            self.state.forget_sent(action_id)
+            self.state.commit()
 
     async def _read_all(self, pages: AsyncIterator[Page]) -> None:
         queue: asyncio.Queue[Page | None] = asyncio.Queue(PREFETCH_PAGES)
@@ -162,14 +215,28 @@ class Pipeline:
             return
         self.ledger.identified(segment_id)
         source_id = customer["source_id"]
-        fingerprints = field_fingerprints(customer)
-        written = None if self.options.full else self.state.written(source_id)
-        previous = None if written is None else written[1]
-        payload = customer if previous is None else changed_fields(customer, previous)
-        if previous is not None and len(payload) == 1:
+        seen = seen_key(profile.external_ids, self.identifier, source_id)
+        owner = self.state.claim(source_id, segment_id, seen, self.ledger.run_id)
+        if owner != segment_id:
+            self.ledger.duplicate(segment_id, source_id, owner)
+            self.tracker.settle(page)
+            return
+        # One item per source_id in flight: the next waits for the last to settle, so a
+        # batch never holds two, and it is compared with what was really written.
+        while (settled := self._in_flight.get(source_id)) is not None:
+            await settled
+        written = self.state.written(source_id)
+        if written is not None and written[0] != segment_id:
+            self.state.set_owner(source_id, segment_id)  # a merge or a new owner took it
+        previous = {} if written is None else written[1]
+        payload = diff(
+            customer,
+            previous,
+            clear_removed=not self.options.keep_removed,
+            send_all=self.options.full,
+        )
+        if written is not None and not self.options.full and is_unchanged(payload):
             self.counts.unchanged += 1
-            if written is not None and written[0] != segment_id:
-                self.state.set_owner(source_id, segment_id)  # a merge moved it
             self.tracker.settle(page)
             return
         if self.options.dry_run:
@@ -177,17 +244,33 @@ class Pipeline:
             self.tracker.settle(page)
             return
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        item = Item(page, segment_id, source_id, payload, body, fingerprints(customer))
         if not fits_alone(body):
-            self._failed(
-                Item(page, segment_id, source_id, payload, body, fingerprints),
-                "customer is larger than the 10 MB bulk limit",
-            )
+            self._failed(item, "customer is larger than the 10 MB bulk limit")
             return
-        self._batcher.add(Item(page, segment_id, source_id, payload, body, fingerprints))
+        self._in_flight[source_id] = asyncio.get_running_loop().create_future()
+        self._batcher.add(item)
         await self._watcher.room()  # backpressure: hold this profile until Voucherify has room
 
-    def _settle(self, items: list[Item], errors: dict[str, str]) -> None:
+    def _sent(self, action_id: str, batch: Batch) -> None:
+        self.state.record_sent(
+            action_id,
+            [
+                {
+                    "source_id": i.source_id,
+                    "segment_id": i.segment_id,
+                    "fingerprints": i.fingerprints,
+                    "payload": i.payload,
+                }
+                for i in batch.items
+            ],
+            self.ledger.run_id,
+        )
+
+    def _settle(self, action_id: str | None, items: list[Item], errors: dict[str, str]) -> None:
         """A batch is final: confirm what was written, record what was not."""
+        if action_id is not None:
+            self.state.forget_sent(action_id)
         self.ledger.confirmed(
             [
                 (i.source_id, i.segment_id, i.fingerprints)
@@ -202,8 +285,15 @@ class Pipeline:
                 )
         self.state.commit()  # durable before the checkpoint can move past these items
         for item in items:
+            self._released(item.source_id)
             self.tracker.settle(item.page)
 
     def _failed(self, item: Item, error: str) -> None:
         self.ledger.failed(item.segment_id, item.source_id, error, item.payload)
+        self._released(item.source_id)
         self.tracker.settle(item.page)
+
+    def _released(self, source_id: str) -> None:
+        settled = self._in_flight.pop(source_id, None)
+        if settled is not None:
+            settled.set_result(None)

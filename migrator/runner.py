@@ -177,10 +177,13 @@ async def _migrate(
             pipeline = Pipeline(
                 options, settings.identifier, source, voucherify, state, ledger, checkpoint
             )
+            merges = [] if options.dry_run else await source.merges()
+            for merge in merges:  # the survivor inherits what the merged-away profile owned
+                state.transfer_owner(merge.segment_id, merge.canonical_segment_id)
             try:
                 await pipeline.run()
-                if not options.dry_run:
-                    ledger.merged(await source.merges())
+                if merges:
+                    ledger.merged(merges)
                 outcome = "completed" if counts.failed == 0 else "completed_with_failures"
             except RunStopped as exc:
                 stopped, outcome = exc, "stopped"
@@ -213,6 +216,7 @@ def status(out_dir: Path) -> dict[str, Any]:
             "customers_confirmed": 0,
             "failures_pending": 0,
             "profiles_without_identifier": 0,
+            "duplicate_identifiers": 0,
         }
     running_pid = holder(out_dir)
     with StateStore(out_dir) as state:
@@ -238,4 +242,5 @@ def status(out_dir: Path) -> dict[str, Any]:
             "customers_confirmed": state.confirmed_count(),
             "failures_pending": state.failure_count(),
             "profiles_without_identifier": state.no_identifier_count(),
+            "duplicate_identifiers": state.duplicate_count(),
         }

@@ -16,7 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from migrator.exceptions import ConfigError
+
 STATE_FILE = "migrator-state.sqlite3"
+SCHEMA_VERSION = 2
+
+
+class StateDamaged(ConfigError):
+    """The state file cannot be opened or read (exit code 2)."""
+
+    def __init__(self, path: Path, cause: BaseException | None, reason: str | None = None) -> None:
+        why = reason or f"it cannot be read ({cause})"
+        super().__init__(
+            f"the state file {path} is damaged: {why}. Move it aside and run again: a full "
+            "rerun is safe, because Voucherify upserts customers by source_id."
+        )
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -49,6 +64,23 @@ CREATE TABLE IF NOT EXISTS merged_profiles (
     canonical_segment_id TEXT NOT NULL,
     source_id TEXT NOT NULL,
     run_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS owners (
+    source_id TEXT PRIMARY KEY,
+    segment_id TEXT NOT NULL,
+    seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    segment_id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL,
+    owner_segment_id TEXT NOT NULL,
+    run_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sent_batches (
+    action_id TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    sent_at REAL NOT NULL,
+    items TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS no_identifier (
     segment_id TEXT PRIMARY KEY,
@@ -88,11 +120,34 @@ class StateStore:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / STATE_FILE
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._db.commit()
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._migrate()
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise StateDamaged(self.path, exc) from None
+
+    def _migrate(self) -> None:
+        """Bring an older state file up to `SCHEMA_VERSION`.
+
+        1 -> 2: new tables (owners, duplicates, sent batches, merged profiles), created
+        above; customers' fingerprints gain per-key hashes of address and metadata as they
+        are next written (`changes.diff` still reads the old whole-object hashes).
+        """
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise StateDamaged(
+                self.path, None, f"it was written by a newer migrator (schema {version})"
+            )
+        if version < SCHEMA_VERSION:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
 
     def close(self) -> None:
         self._db.commit()
@@ -260,6 +315,80 @@ class StateStore:
 
     def failure_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM failures").fetchone()[0])
+
+    # -- one owner per source_id ------------------------------------------------------
+
+    def claim(self, source_id: str, segment_id: str, seen: str, run_id: int) -> str:
+        """Record that `segment_id` resolves to `source_id`; returns the owner's segment_id.
+
+        The owner is the profile that got the identifier first (`seen` sorts by instant),
+        ties by segment_id: the same answer whatever order the profiles are read in.
+        """
+        row = self._db.execute(
+            "SELECT segment_id, seen FROM owners WHERE source_id = ?", (source_id,)
+        ).fetchone()
+        if row is None or row[0] == segment_id or (seen, segment_id) < (row[1], row[0]):
+            self._db.execute(
+                "INSERT OR REPLACE INTO owners (source_id, segment_id, seen) VALUES (?, ?, ?)",
+                (source_id, segment_id, seen),
+            )
+            self._db.execute("DELETE FROM duplicates WHERE segment_id = ?", (segment_id,))
+            if row is not None and row[0] != segment_id:
+                # The previous owner and everyone it owned now point at the new owner.
+                self._db.execute(
+                    "UPDATE duplicates SET owner_segment_id = ? WHERE source_id = ?",
+                    (segment_id, source_id),
+                )
+                self._add_duplicate(row[0], source_id, segment_id, run_id)
+            return segment_id
+        self._add_duplicate(segment_id, source_id, row[0], run_id)
+        return str(row[0])
+
+    def _add_duplicate(self, segment_id: str, source_id: str, owner: str, run_id: int) -> None:
+        self._db.execute(
+            "INSERT INTO duplicates (segment_id, source_id, owner_segment_id, run_id) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (segment_id) DO UPDATE SET "
+            "source_id = excluded.source_id, owner_segment_id = excluded.owner_segment_id",
+            (segment_id, source_id, owner, run_id),
+        )
+
+    def transfer_owner(self, segment_id: str, survivor: str) -> None:
+        """`segment_id` was merged into `survivor`: what it owned, the survivor owns."""
+        self._db.execute(
+            "UPDATE owners SET segment_id = ? WHERE segment_id = ?", (survivor, segment_id)
+        )
+        self._db.execute("DELETE FROM duplicates WHERE segment_id = ?", (segment_id,))
+
+    def duplicates(self) -> Iterator[tuple[str, str, str]]:
+        yield from self._db.execute(
+            "SELECT source_id, segment_id, owner_segment_id FROM duplicates "
+            "ORDER BY source_id, segment_id"
+        )
+
+    def duplicate_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM duplicates").fetchone()[0])
+
+    # -- batches sent and not settled yet: a killed run's successor follows them ------
+
+    def record_sent(self, action_id: str, items: list[dict[str, Any]], run_id: int) -> None:
+        """Durable before the send returns: a resumed run confirms instead of resending."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO sent_batches (action_id, run_id, sent_at, items) "
+            "VALUES (?, ?, ?, ?)",
+            (action_id, run_id, time.time(), json.dumps(items, ensure_ascii=False)),
+        )
+        self._db.commit()
+
+    def forget_sent(self, action_id: str) -> None:
+        self._db.execute("DELETE FROM sent_batches WHERE action_id = ?", (action_id,))
+
+    def sent_batches(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        return [
+            (action_id, json.loads(items))
+            for action_id, items in self._db.execute(
+                "SELECT action_id, items FROM sent_batches ORDER BY sent_at"
+            )
+        ]
 
     # -- customers whose profile was merged away --------------------------------------
 

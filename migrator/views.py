@@ -100,6 +100,7 @@ def show_summary(result: RunResult, title: str) -> None:
         ("customers confirmed", c["confirmed"]),
         ("unchanged (not sent)", c["unchanged"]),
         ("without identifier", c["no_identifier"]),
+        ("identifier owned by another profile", c["duplicates"]),
         ("failed", c["failed"]),
         ("mapping warnings", c["warnings"]),
         ("elapsed", f"{c['elapsed_seconds']:.1f} s"),
@@ -143,6 +144,7 @@ def show_status(data: dict[str, Any], out_dir: Path) -> None:
     console.print(f"customers confirmed: {data['customers_confirmed']}")
     console.print(f"failures pending: {data['failures_pending']}")
     console.print(f"profiles without identifier: {data['profiles_without_identifier']}")
+    console.print(f"profiles sharing another's identifier: {data['duplicate_identifiers']}")
     table = Table("run", "command", "started", "ended", "outcome", "read", "confirmed", "failed")
     for r in data["runs"]:
         counts = r["counts"]

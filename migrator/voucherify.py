@@ -7,6 +7,9 @@ writes, so the pipeline lists many actions with one call and fetches only finish
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from migrator.config import Settings
@@ -19,6 +22,12 @@ MAX_ITEMS = 100
 MAX_BYTES = 10 * 1024 * 1024
 
 FINAL_STATUSES = frozenset({"DONE", "FAILED"})
+#: Requests one batch costs: the bulk POST and about one poll.
+CALLS_PER_BATCH = 2.0
+#: A rate window that resets further away than this is an hour, not a minute.
+HOURLY_RESET_SECONDS = 90.0
+
+log = logging.getLogger("migrator")
 
 
 def _voucherify_error(body: Any) -> tuple[str | None, str | None]:
@@ -81,6 +90,30 @@ class VoucherifyClient(ApiClient):
         )
         self.requests_per_minute = settings.voucherify_rate_limit
 
+    def customers_per_second(self) -> float:
+        """What the budget can write at best: 100 customers per bulk call, and ~1 more call
+        per batch to learn its outcome (measured: BENCHMARKS.md, voucherify scenario)."""
+        return self.requests_per_minute / 60.0 * MAX_ITEMS / CALLS_PER_BATCH
+
+    def adopt_announced_limit(self) -> None:
+        """Pace at the limit Voucherify announces when it is below the configured one.
+
+        `X-Rate-Limit-Limit` does not say its period: per minute on paid plans, per hour on
+        a Sandbox project. The reset time in `X-Rate-Limit-Retry`, read right after a call,
+        tells which: a window that resets more than ~90 s away is an hour.
+        """
+        announced = announced_per_minute(self.last_headers, time.time())
+        if announced is None or announced >= self.requests_per_minute:
+            return
+        log.warning(
+            "Voucherify announces a limit of %s requests/minute, below VOUCHERIFY_RATE_LIMIT=%g; "
+            "pacing at Voucherify's",
+            f"{announced:g}",
+            self.requests_per_minute,
+        )
+        self.requests_per_minute = announced
+        self.pace(make_limiter(announced, 60.0))
+
     async def bulk_upsert(self, body: bytes) -> str:
         """Queue a JSON array of customers (already serialised); returns the action id."""
         return await self.request(
@@ -104,3 +137,17 @@ class VoucherifyClient(ApiClient):
             return await self.request("GET", "/v1/metadata-schemas/customer", _schema)
         except RequestRejected:
             return None
+
+
+def announced_per_minute(headers: Mapping[str, str], now: float) -> float | None:
+    try:
+        limit = float(headers.get("X-Rate-Limit-Limit") or "")
+    except ValueError:
+        return None
+    if not limit > 0:
+        return None
+    try:
+        reset_in = float(headers.get("X-Rate-Limit-Retry") or "") - now
+    except ValueError:
+        reset_in = 0.0
+    return limit / 60.0 if reset_in > HOURLY_RESET_SECONDS else limit

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from tests.test_faults import (
     cli,
     confirmed_in,
     fault_free_customers,
+    read_state,
     wait_for,
 )
 
@@ -281,3 +283,77 @@ def test_offset_starts_at_the_given_cursor(
     assert sb.sandbox.customers == expected
     assert sorted(listed(out)) == sorted(without)
     assert status(out)["checkpoint"] is None
+
+
+# -- kills between a batch's send and its confirmation (issue 11) -------------------------------
+
+
+def _sent_unconfirmed(out: Path) -> int:
+    rows = read_state(out, "SELECT COUNT(*) FROM sent_batches")
+    return int(rows[0][0]) if rows else 0
+
+
+def test_a_kill_after_the_send_never_resends_what_voucherify_accepted(
+    make_sandbox: Any, runs: Callable[..., Run], tmp_path: Path
+) -> None:
+    """The batch's action id is recorded before the send returns; the next run follows it
+    to DONE instead of sending the same customers again."""
+    expected = fault_free_customers(1, PROFILES)
+    sb = make_sandbox(profiles=PROFILES, async_delay=3.0)  # confirmations come late
+    out = tmp_path / "out"
+    first = runs(sb, tmp_path, out)
+    wait_for(lambda: _sent_unconfirmed(out) > 0, 20, "a batch sent and not confirmed")
+    first.kill(signal.SIGKILL)
+    assert confirmed_in(out) == 0  # nothing was confirmed before the kill
+    received = sb.call(sb.sandbox.stats_json)["customers_received"]
+    recorded = sum(
+        len(json.loads(items)) for (items,) in read_state(out, "SELECT items FROM sent_batches")
+    )
+    assert recorded > 0
+
+    second = runs(sb, tmp_path, out)
+    assert second.wait() == 0, second.stderr
+    assert_migrated_exactly(sb, out, expected)
+    assert _sent_unconfirmed(out) == 0
+    # The second run sent every customer except those of the recorded batches. (A POST
+    # still on the wire at the kill has no action id yet: its customers are sent again.)
+    after = sb.call(sb.sandbox.stats_json)["customers_received"]
+    assert after == received + len(expected) - recorded
+
+
+def test_repeated_kills_always_make_progress(
+    make_sandbox: Any, runs: Callable[..., Run], tmp_path: Path
+) -> None:
+    """SIGKILL at random moments across 6 runs, then a final run: complete, correct, and
+    Voucherify received at most 1.15 bulk items per customer."""
+    expected = fault_free_customers(1, 1000)
+    sb = make_sandbox(profiles=1000, async_delay=1.0)
+    out = tmp_path / "out"
+    rng = random.Random(11)
+    for _ in range(6):
+        run = runs(sb, tmp_path, out, **SLOW)
+        time.sleep(rng.uniform(0.8, 2.5))
+        if run.running():
+            run.kill(signal.SIGKILL)
+    final = runs(sb, tmp_path, out)
+    assert final.wait() == 0, final.stderr
+    assert_migrated_exactly(sb, out, expected)
+    assert sb.call(sb.sandbox.stats_json)["customers_received"] <= 1.15 * len(expected)
+
+
+def test_a_damaged_state_file_is_one_line_and_exit_2_and_nothing_is_sent(
+    make_sandbox: Any, tmp_path: Path
+) -> None:
+    sb = make_sandbox(profiles=20)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "migrator-state.sqlite3").write_bytes(b"this is not a database" * 100)
+    done = cli(["run", "--no-input", "--out-dir", str(out)], cwd=tmp_path, env=child_env(sb))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "migrator-state.sqlite3" in lines[0], done.stderr
+    assert "Move it aside" in lines[0]
+    assert sb.call(sb.sandbox.stats_json)["bulk_requests"] == 0
+    status_done = cli(["status", "--out-dir", str(out)], cwd=tmp_path, env=child_env(sb))
+    assert status_done.returncode == 2 and "Traceback" not in status_done.stderr

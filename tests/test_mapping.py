@@ -17,13 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from migrator.changes import diff, fingerprints
 from migrator.mapping import (
     CONSUMED_TRAITS,
     METADATA_MODES,
     STANDARD_TRAITS,
     Mapped,
-    changed_fields,
-    field_fingerprints,
     map_profile,
     normalize_birthdate,
     select_source_id,
@@ -749,85 +748,6 @@ def test_inputs_not_mutated_and_output_not_aliased() -> None:
     assert traits["metadata"]["a"] == [1, None]
 
 
-# --------------------------------------------------------------------------- change tracking
-
-BASE_CUSTOMER: dict[str, Any] = {
-    "source_id": "u1",
-    "name": "Ada",
-    "email": "a@x.io",
-    "address": {"city": "London", "country": "GB"},
-    "metadata": {"tier": "gold", "tags": ["a"]},
-}
-
-
-def test_field_fingerprints_shape() -> None:
-    fingerprints = field_fingerprints(BASE_CUSTOMER)
-    assert list(fingerprints) == ["name", "email", "address", "metadata"]
-    assert all(re.fullmatch(r"[0-9a-f]{16}", fp) for fp in fingerprints.values())
-    assert len(set(fingerprints.values())) == 4
-    assert field_fingerprints(copy.deepcopy(BASE_CUSTOMER)) == fingerprints  # stable
-
-
-def test_field_fingerprints_ignore_inner_key_order() -> None:
-    reordered = {**BASE_CUSTOMER, "address": {"country": "GB", "city": "London"}}
-    assert field_fingerprints(reordered) == field_fingerprints(BASE_CUSTOMER)
-
-
-def test_field_fingerprints_survive_odd_values() -> None:
-    odd = {"source_id": "u", "metadata": {"big": 10**5000, "s": "\ud800", "n": math.nan}}
-    assert re.fullmatch(r"[0-9a-f]{16}", field_fingerprints(odd)["metadata"])
-    other = {"source_id": "u", "metadata": {"big": 10**5000 + 1, "s": "\ud800", "n": math.nan}}
-    assert field_fingerprints(odd) != field_fingerprints(other)
-
-
-def _changed(**fields: Any) -> dict[str, Any]:
-    return {**BASE_CUSTOMER, **fields}
-
-
-@pytest.mark.parametrize(
-    ("customer", "expected"),
-    [
-        pytest.param(BASE_CUSTOMER, {"source_id": "u1"}, id="unchanged"),
-        pytest.param(
-            _changed(email="new@x.io"), {"source_id": "u1", "email": "new@x.io"}, id="one-field"
-        ),
-        pytest.param(
-            _changed(address={"city": "Paris", "country": "GB"}),
-            {"source_id": "u1", "address": {"city": "Paris", "country": "GB"}},
-            id="address-inner-change-sends-whole-address",
-        ),
-        pytest.param(
-            _changed(metadata={"tier": "gold", "tags": ["a", "b"]}),
-            {"source_id": "u1", "metadata": {"tier": "gold", "tags": ["a", "b"]}},
-            id="metadata-inner-change-sends-whole-metadata",
-        ),
-        pytest.param(_changed(phone="123"), {"source_id": "u1", "phone": "123"}, id="new-field"),
-        pytest.param(
-            {k: v for k, v in BASE_CUSTOMER.items() if k != "email"},
-            {"source_id": "u1"},
-            id="removed-field-not-sent",
-        ),
-        pytest.param(
-            _changed(name="Ada L", email=None),
-            {"source_id": "u1", "name": "Ada L"},
-            id="never-null",
-        ),
-    ],
-)
-def test_changed_fields(customer: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert changed_fields(customer, field_fingerprints(BASE_CUSTOMER)) == expected
-
-
-def test_changed_fields_without_history_sends_everything() -> None:
-    assert changed_fields(BASE_CUSTOMER, {}) == BASE_CUSTOMER
-    assert list(changed_fields(BASE_CUSTOMER, {})) == list(BASE_CUSTOMER)
-
-
-def test_changed_fields_new_source_id_kept() -> None:
-    moved = {**BASE_CUSTOMER, "source_id": "u2"}
-    assert changed_fields(moved, field_fingerprints(BASE_CUSTOMER)) == {"source_id": "u2"}
-
-
 # --------------------------------------------------------------------------- properties
 
 # Built lazily: hypothesis reprs sampled_from() elements, and repr() refuses > 4300 digits.
@@ -952,10 +872,8 @@ def test_property_mapping_is_total_valid_and_deterministic(
         assert isinstance(customer["metadata"], dict) and customer["metadata"]
         assert mode != "none"
     # Change tracking round-trips on whatever the mapping produced.
-    assert changed_fields(customer, field_fingerprints(customer)) == {
-        "source_id": customer["source_id"]
-    }
-    assert changed_fields(customer, {}) == customer
+    assert diff(customer, fingerprints(customer)) == {"source_id": customer["source_id"]}
+    assert diff(customer, {}) == customer
 
 
 @PROPERTY_SETTINGS

@@ -62,6 +62,8 @@ class Source(Protocol):
     name: str
     #: How many `read()`s are worth running at once.
     concurrency: int
+    #: Profiles per second the source can deliver at most (None: no API limit).
+    ceiling: float | None
 
     async def __aenter__(self) -> Self: ...
 

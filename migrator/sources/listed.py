@@ -15,6 +15,7 @@ class ListedSource:
         self.inner = inner
         self.name = inner.name
         self.concurrency = inner.concurrency
+        self.ceiling = inner.ceiling
         self._segment_ids = segment_ids
 
     async def __aenter__(self) -> Self:

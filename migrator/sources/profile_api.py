@@ -16,6 +16,8 @@ from migrator.exceptions import RequestRejected
 from migrator.segment import SegmentClient
 from migrator.sources.base import Merge, Page, Profile, ProfileUnreadable
 
+#: Calls per profile at best: traits + external ids + 1/100 of a list call.
+CALLS_PER_PROFILE = 2.01
 #: Profiles whose reads are in flight per request/s of the limit: enough to keep the
 #: limiter busy through ~0.4 s round trips.
 IN_FLIGHT_SECONDS = 0.4
@@ -27,6 +29,7 @@ class ProfileApiSource:
     def __init__(self, settings: Settings, *, traits: Sequence[str] | None) -> None:
         rate = settings.segment_rate_limit
         self.concurrency = max(8, min(256, math.ceil(rate * IN_FLIGHT_SECONDS)))
+        self.ceiling: float | None = rate / CALLS_PER_PROFILE
         self.client = SegmentClient(settings, connections=self.concurrency * 2)
         self._identifier = settings.identifier
         self._traits = traits
