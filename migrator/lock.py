@@ -48,16 +48,21 @@ class RunLock:
 
 
 def holder(out_dir: Path) -> int | None:
-    """The pid of the live process holding `out_dir`, or None.
+    """The pid of the process holding `out_dir`, or None.
 
     Read without taking the lock, so that `migrator status` never makes a run starting at
-    the same moment exit 4. The pid stays in the file when its process is killed, hence
-    the check that it is still alive.
+    the same moment exit 4. On Linux the kernel's own table of locks says who holds it, so
+    a pid reused by another process after a kill is not mistaken for a run; elsewhere the
+    pid in the file is checked to be alive.
     """
+    path = out_dir / LOCK_FILE
     try:
-        pid = int((out_dir / LOCK_FILE).read_text().strip())
+        pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+    held = _flock_holders(path)
+    if held is not None:
+        return pid if held else None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,3 +70,20 @@ def holder(out_dir: Path) -> int | None:
     except PermissionError:
         pass  # alive, but another user's
     return pid
+
+
+def _flock_holders(path: Path) -> list[int] | None:
+    """Pids holding a flock on `path`, from /proc/locks; None where it cannot be read."""
+    try:
+        st = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 12345 fd:01:1234 0 EOF" (blocked waiters: "-> FLOCK")
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
+            pids.append(int(fields[4]))
+    return pids

@@ -93,3 +93,12 @@ def test_holder_of_a_killed_process_is_none(tmp_path: Path, holder: subprocess.P
     holder.wait(timeout=10)
     assert (tmp_path / LOCK_FILE).read_text() == f"{holder.pid}\n"  # left behind
     assert lock.holder(tmp_path) is None
+
+
+def test_status_trusts_the_lock_not_a_live_pid(tmp_path: Path) -> None:
+    """A killed run's pid, reused by another process, is not shown as a running migrator."""
+    (tmp_path / LOCK_FILE).write_text(f"{os.getppid()}\n")  # alive, but holds no lock
+    assert lock.holder(tmp_path) is None
+    with RunLock(tmp_path):
+        assert lock.holder(tmp_path) == os.getpid()
+    assert lock.holder(tmp_path) is None
