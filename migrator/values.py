@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "MAX_EXACT_INT",
     "is_null",
+    "is_number_text",
     "normalize_birthdate",
     "parse_instant",
     "string_value",
@@ -198,6 +199,11 @@ def to_number(value: Any) -> int | float | None:
     if not math.isfinite(as_float) or Decimal(float.__repr__(as_float)) != exact:
         return None
     return as_float
+
+
+def is_number_text(value: Any) -> bool:
+    """Whether ``value`` is written as a decimal number (even one to_number refuses)."""
+    return isinstance(value, str) and _NUMBER_RE.fullmatch(value) is not None
 
 
 def to_integer(value: Any) -> int | None:

@@ -1,0 +1,555 @@
+"""The Voucherify customer metadata schema, and fitting a customer's metadata to it.
+
+Voucherify checks every *defined* metadata key even in its default mode: one value of the
+wrong type, or outside the allowed values, rejects the whole customer, and only after a
+bulk call and a poll. Checking here first lets the migrator convert what converts without
+loss ("34" for a number key), and decide what to do with the rest (``SchemaPolicy``)
+before any API call is spent. The rules are in docs/mapping.md ("The metadata schema").
+
+Pure: no I/O. Reasons name the key and the rule, never the value (values are customer
+data, and reasons end up in logs and the failure ledger).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from migrator.values import (
+    is_number_text,
+    parse_instant,
+    string_value,
+    to_boolean,
+    to_date,
+    to_datetime,
+    to_number,
+)
+
+__all__ = [
+    "METADATA_TYPES",
+    "SCHEMA_POLICIES",
+    "Coercion",
+    "KeyEvent",
+    "KeyStatus",
+    "KeyTally",
+    "MetadataSchema",
+    "PropertyDefinition",
+    "SchemaOutcome",
+    "SchemaPolicy",
+    "SchemaReport",
+    "apply_schema",
+    "coerce",
+]
+
+SchemaPolicy = Literal["drop_value", "drop_customer", "send"]
+SCHEMA_POLICIES: tuple[str, ...] = ("drop_value", "drop_customer", "send")
+METADATA_TYPES: tuple[str, ...] = (
+    "string",
+    "number",
+    "object",
+    "date",
+    "datetime",
+    "geopoint",
+    "boolean",
+    "image_url",
+)
+# What happened to one key of one customer:
+# filled   - sent, the value fitted as it was
+# coerced  - sent, converted without loss to the defined type
+# dropped  - left out (policy drop_value); the customer is still sent
+# refused  - the customer is refused because of this value (policy drop_customer, or a
+#            required key whose value did not fit)
+# sent     - did not fit but sent as is (policy send): Voucherify will likely reject it
+# undefined - an undefined key left out because the schema allows defined keys only
+# missing  - a required key absent from a customer being created: the customer is refused
+KeyStatus = Literal["filled", "coerced", "dropped", "refused", "sent", "undefined", "missing"]
+
+_REQUIRED_RULE = "required when a customer is created (optional: false)"
+_UNDEFINED_RULE = "not defined in the schema, which allows defined keys only"
+
+
+# -- the schema -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyDefinition:
+    """One key of the schema, with its constraints already in comparable form.
+
+    ``eq``/``ne`` hold canonical keys of the allowed/forbidden values (see ``_eq_key``);
+    ``lt``..``gte`` hold numbers, dates or aware datetimes depending on ``type``. A
+    constraint the migrator cannot read is left out: Voucherify still checks it.
+    """
+
+    key: str
+    type: str
+    array: bool = False
+    optional: bool = True
+    deleted: bool = False
+    eq: frozenset[Any] = frozenset()
+    ne: frozenset[Any] = frozenset()
+    lt: Any = None
+    lte: Any = None
+    gt: Any = None
+    gte: Any = None
+    min_length: int | None = None
+    max_length: int | None = None
+    exact_length: int | None = None
+    object_type: str | None = None
+
+    @classmethod
+    def from_body(cls, key: str, body: Mapping[str, Any]) -> PropertyDefinition:
+        """Read one definition of ``GET /v1/metadata-schemas/customer``'s ``properties``."""
+        if not isinstance(body, Mapping):
+            raise ValueError(f"metadata schema: the definition of {key!r} is not an object")
+        kind = body.get("type")
+        kind = kind if isinstance(kind, str) else "unknown"
+        limits = {name: _limit(kind, body.get(name)) for name in ("lt", "lte", "gt", "gte")}
+        object_type = body.get("objectType")
+        return cls(
+            key=key,
+            type=kind,
+            array=body.get("array") is True,
+            optional=body.get("optional") is not False,
+            deleted=body.get("deleted") is True,
+            eq=_value_set(kind, body.get("eq")),
+            ne=_value_set(kind, body.get("ne")),
+            min_length=_length(body.get("minLength")),
+            max_length=_length(body.get("maxLength")),
+            exact_length=_length(body.get("exactLength")),
+            object_type=object_type if isinstance(object_type, str) else None,
+            **limits,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataSchema:
+    """The customer metadata schema: live definitions, and whether other keys are allowed.
+
+    Deleted definitions are kept apart in ``deleted`` and otherwise ignored: their keys are
+    undefined keys.
+    """
+
+    properties: Mapping[str, PropertyDefinition] = field(default_factory=dict)
+    allow_defined_only: bool = False
+    deleted: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any] | None) -> MetadataSchema:
+        """Read the body of ``GET /v1/metadata-schemas/customer``; None (a 404) = no schema.
+
+        Raises ValueError when the body is not shaped like a schema at all; unknown types
+        and unreadable constraints are tolerated (Voucherify still checks them).
+        """
+        if body is None:
+            return cls()
+        if not isinstance(body, Mapping):
+            raise ValueError("metadata schema: the body is not an object")
+        raw = body.get("properties") or {}
+        if not isinstance(raw, Mapping):
+            raise ValueError("metadata schema: properties is not an object")
+        live: dict[str, PropertyDefinition] = {}
+        deleted = set()
+        for key, definition_body in raw.items():
+            definition = PropertyDefinition.from_body(str(key), definition_body)
+            if definition.deleted:
+                deleted.add(definition.key)
+            else:
+                live[definition.key] = definition
+        return cls(live, body.get("allow_defined_only") is True, frozenset(deleted))
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Keys a customer must have when it is created."""
+        return tuple(key for key, d in self.properties.items() if not d.optional)
+
+    @property
+    def checks_anything(self) -> bool:
+        """False when no customer could be changed by this schema (skip the work)."""
+        return bool(self.properties) or self.allow_defined_only
+
+
+# -- one value --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Coercion:
+    """The fate of one value: ``ok`` with ``value`` (``coerced`` if converted), or not ok
+    with a ``rule`` that was broken. ``reason`` names the key and the rule, never the
+    value."""
+
+    key: str
+    value: Any = None
+    coerced: bool = False
+    rule: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rule is None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.rule is None else f"metadata key {self.key!r}: {self.rule}"
+
+
+def coerce(value: Any, definition: PropertyDefinition) -> Coercion:
+    """Fit ``value`` to ``definition``: convert it when that loses nothing, then check the
+    constraints. Never raises, whatever the value."""
+    key = definition.key
+    if definition.array:
+        items, coerced = (value, False) if isinstance(value, list) else ([value], True)
+        fitted = []
+        for item in items:
+            result, item_coerced, rule = _fit(item, definition)
+            if rule is not None:
+                return Coercion(key, rule=f"an item {rule}")
+            fitted.append(result)
+            coerced = coerced or item_coerced
+        return Coercion(key, fitted, coerced)
+    if isinstance(value, list):
+        return Coercion(key, rule="a list where one value is expected")
+    result, coerced, rule = _fit(value, definition)
+    if rule is not None:
+        return Coercion(key, rule=f"value {rule}")
+    return Coercion(key, result, coerced)
+
+
+def _fit(value: Any, definition: PropertyDefinition) -> tuple[Any, bool, str | None]:
+    """(converted, whether converted, None) or (None, False, broken rule) for one scalar.
+
+    Rules read after "value " or "an item ": "is not a number", "is longer than ...".
+    """
+    if value is None:
+        return None, False, "is null"
+    convert = _CONVERTERS.get(definition.type)
+    if convert is None:  # a type this migrator does not know: Voucherify will judge
+        return value, False, None
+    converted = convert(value)
+    if converted is None:
+        if definition.type == "number" and is_number_text(value):
+            return None, False, "has too many digits to be an exact number"
+        return None, False, _TYPE_RULES[definition.type]
+    rule = _constraint_broken(converted, definition)
+    if rule is not None:
+        return None, False, rule
+    return converted, _changed(value, converted), None
+
+
+def _changed(before: Any, after: Any) -> bool:
+    return type(before) is not type(after) or before != after
+
+
+def _to_string(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return string_value(value)  # nan/inf have no text: None
+    return None
+
+
+def _to_object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+_LATITUDE_KEYS = ("lat", "latitude")
+_LONGITUDE_KEYS = ("long", "lng", "lon", "longitude")
+
+
+def _to_geopoint(value: Any) -> dict[str, Any] | None:
+    """An object with a finite numeric latitude (-90..90) and longitude (-180..180),
+    passed on as is: the migrator does not rename keys it cannot be sure of."""
+    if not isinstance(value, dict):
+        return None
+    lat = next((value[k] for k in _LATITUDE_KEYS if k in value), None)
+    lon = next((value[k] for k in _LONGITUDE_KEYS if k in value), None)
+    if not (_finite_number(lat) and _finite_number(lon)):
+        return None
+    return value if -90 <= lat <= 90 and -180 <= lon <= 180 else None
+
+
+def _finite_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (not isinstance(value, float) or math.isfinite(value))
+    )
+
+
+def _to_image_url(value: Any) -> str | None:
+    """An absolute http(s) URL with a host and no whitespace, as is."""
+    if not isinstance(value, str) or any(c.isspace() or ord(c) < 32 for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return value
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "string": _to_string,
+    "number": to_number,
+    "boolean": to_boolean,
+    "date": to_date,
+    "datetime": to_datetime,
+    "object": _to_object,
+    "geopoint": _to_geopoint,
+    "image_url": _to_image_url,
+}
+_TYPE_RULES: dict[str, str] = {
+    "string": "is not a string",
+    "number": "is not a number",
+    "boolean": "is not a boolean",
+    "date": "is not an ISO 8601 date",
+    "datetime": "is not an ISO 8601 date-time",
+    "object": "is not an object",
+    "geopoint": "is not a geopoint (lat, long)",
+    "image_url": "is not an http(s) URL",
+}
+
+
+def _utf16_length(text: str) -> int:
+    """Length as Voucherify (JavaScript) counts it: characters past U+FFFF count twice."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def _constraint_broken(value: Any, d: PropertyDefinition) -> str | None:
+    if d.eq and _eq_key(d.type, value) not in d.eq:
+        return "is not one of the allowed values (eq)"
+    if d.ne and _eq_key(d.type, value) in d.ne:
+        return "is one of the forbidden values (ne)"
+    if d.lt is not None or d.lte is not None or d.gt is not None or d.gte is not None:
+        comparable = _comparable(d.type, value)
+        if comparable is not None:
+            if d.lt is not None and not comparable < d.lt:
+                return f"is not less than lt = {_show(d.lt)}"
+            if d.lte is not None and not comparable <= d.lte:
+                return f"is greater than lte = {_show(d.lte)}"
+            if d.gt is not None and not comparable > d.gt:
+                return f"is not greater than gt = {_show(d.gt)}"
+            if d.gte is not None and not comparable >= d.gte:
+                return f"is less than gte = {_show(d.gte)}"
+    if isinstance(value, str) and d.type == "string":
+        length = _utf16_length(value)
+        if d.min_length is not None and length < d.min_length:
+            return f"is shorter than minLength = {d.min_length}"
+        if d.max_length is not None and length > d.max_length:
+            return f"is longer than maxLength = {d.max_length}"
+        if d.exact_length is not None and length != d.exact_length:
+            return f"is not exactLength = {d.exact_length} long"
+    return None
+
+
+def _show(limit: Any) -> str:
+    """A schema limit as the user wrote it (schema data, not customer data)."""
+    if isinstance(limit, datetime | date):
+        return limit.isoformat()
+    return str(limit)
+
+
+def _comparable(kind: str, value: Any) -> Any:
+    """A canonical value as something ``<`` orders, or None if the type has no order."""
+    if kind == "number":
+        return value
+    if kind == "date":
+        return date.fromisoformat(value)
+    if kind == "datetime":
+        return parse_instant(value)
+    return None
+
+
+def _limit(kind: str, raw: Any) -> Any:
+    """A schema's lt/lte/gt/gte in comparable form, or None if absent or unreadable."""
+    if raw is None or kind not in ("number", "date", "datetime"):
+        return None
+    converted = _CONVERTERS[kind](raw)
+    return None if converted is None else _comparable(kind, converted)
+
+
+def _length(raw: Any) -> int | None:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None
+    if isinstance(raw, float) and not raw.is_integer():
+        return None
+    return int(raw) if raw >= 0 else None
+
+
+def _eq_key(kind: str, value: Any) -> Any:
+    """A hashable key under which equal values meet: 1 and 1.0 alike, True never with 1,
+    date-times as instants."""
+    if kind == "datetime":
+        return ("t", parse_instant(value))
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int | float):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", value)
+    try:
+        return ("j", json.dumps(value, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError):
+        return ("r", repr(value))
+
+
+def _value_set(kind: str, raw: Any) -> frozenset[Any]:
+    """The keys of a schema's eq/ne list, each value first converted as a value would be."""
+    if not isinstance(raw, list):
+        return frozenset()
+    convert = _CONVERTERS.get(kind)
+    keys = set()
+    for item in raw:
+        converted = item if convert is None else convert(item)
+        if converted is not None:
+            keys.add(_eq_key(kind, converted))
+    return frozenset(keys)
+
+
+# -- a whole customer --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEvent:
+    """What happened to one key of one customer (``rule``: why, when it did not fit)."""
+
+    key: str
+    status: KeyStatus
+    rule: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.rule is None else f"metadata key {self.key!r}: {self.rule}"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaOutcome:
+    """A customer's metadata after the schema: ``metadata`` to send (None when refused),
+    ``refused`` (the reason for the failure ledger) and one event per key that the schema
+    concerned (undefined keys that are simply kept have none)."""
+
+    metadata: dict[str, Any] | None
+    refused: str | None
+    events: tuple[KeyEvent, ...]
+
+
+def apply_schema(
+    metadata: Mapping[str, Any],
+    schema: MetadataSchema | None,
+    policy: SchemaPolicy = "drop_value",
+    *,
+    creating: bool,
+) -> SchemaOutcome:
+    """Fit one customer's metadata (``{}`` when it has none) to ``schema``.
+
+    ``creating``: the customer does not exist in Voucherify yet, so its required keys must
+    all be there (whatever the policy). ``metadata`` is never mutated; when the schema
+    checks nothing the result is a plain copy of it.
+    """
+    if policy not in SCHEMA_POLICIES:
+        raise ValueError(f"unknown schema policy {policy!r}; use one of {SCHEMA_POLICIES}")
+    if schema is None or not schema.checks_anything:
+        return SchemaOutcome(dict(metadata), None, ())
+    properties = schema.properties
+    kept: dict[str, Any] = {}
+    events: list[KeyEvent] = []
+    refusals: list[KeyEvent] = []
+    for key, value in metadata.items():
+        definition = properties.get(key)
+        if definition is None:
+            if schema.allow_defined_only:
+                events.append(KeyEvent(key, "undefined", _UNDEFINED_RULE))
+            else:
+                kept[key] = value
+            continue
+        result = coerce(value, definition)
+        if result.ok:
+            kept[key] = result.value
+            events.append(KeyEvent(key, "coerced" if result.coerced else "filled"))
+        elif policy == "send":
+            kept[key] = value
+            events.append(KeyEvent(key, "sent", result.rule))
+        elif policy == "drop_customer":
+            refusals.append(KeyEvent(key, "refused", result.rule))
+        elif creating and not definition.optional:
+            # Dropping it would leave a required key out: Voucherify would reject anyway.
+            refusals.append(KeyEvent(key, "refused", f"{result.rule}; {_REQUIRED_RULE}"))
+        else:
+            events.append(KeyEvent(key, "dropped", result.rule))
+    if creating:
+        for key in schema.required:
+            if key not in metadata:
+                refusals.append(KeyEvent(key, "missing", _REQUIRED_RULE))
+    if refusals:
+        reason = "; ".join(event.reason or "" for event in refusals)
+        return SchemaOutcome(None, f"metadata does not fit the schema: {reason}", tuple(refusals))
+    return SchemaOutcome(kept, None, tuple(events))
+
+
+# -- over a run -------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyTally:
+    """Counts of one key over many customers (one per status), and of each broken rule."""
+
+    filled: int = 0
+    coerced: int = 0
+    dropped: int = 0
+    refused: int = 0
+    sent: int = 0
+    undefined: int = 0
+    missing: int = 0
+    rules: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def problems(self) -> int:
+        return self.dropped + self.refused + self.sent + self.undefined + self.missing
+
+
+@dataclass
+class SchemaReport:
+    """Adds up SchemaOutcomes for the per-key table and the warning summary of a run."""
+
+    customers: int = 0
+    refused_customers: int = 0
+    keys: dict[str, KeyTally] = field(default_factory=dict)
+
+    def add(self, outcome: SchemaOutcome) -> None:
+        self.customers += 1
+        if outcome.refused is not None:
+            self.refused_customers += 1
+        for event in outcome.events:
+            tally = self.keys.get(event.key)
+            if tally is None:
+                tally = self.keys[event.key] = KeyTally()
+            setattr(tally, event.status, getattr(tally, event.status) + 1)
+            if event.rule is not None:
+                tally.rules[event.rule] += 1
+
+    def warnings(self) -> list[str]:
+        """One line per key that had problems, worst first; names keys and rules only."""
+        lines = []
+        ranked = sorted(self.keys.items(), key=lambda item: (-item[1].problems, item[0]))
+        for key, tally in ranked:
+            if not tally.problems:
+                continue
+            counts = [
+                f"{getattr(tally, status)} {label}"
+                for status, label in (
+                    ("dropped", "dropped"),
+                    ("refused", "refused the customer"),
+                    ("missing", "missing (required)"),
+                    ("sent", "sent although invalid"),
+                    ("undefined", "undefined, dropped"),
+                )
+                if getattr(tally, status)
+            ]
+            rules = ", ".join(f"{rule} ({n})" for rule, n in tally.rules.most_common(3))
+            lines.append(f"metadata key {key!r}: {', '.join(counts)}: {rules}")
+        return lines
