@@ -274,7 +274,10 @@ def parse_mapping(text: str, *, origin: str = "<built-in>") -> MappingSpec:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+        # tomllib names the line, except at the end of the text: name the last line there.
+        lines = max(1, len(text.splitlines()))
+        problem = str(exc).replace("(at end of document)", f"(at the end, line {lines})")
+        raise ConfigError(f"{origin}: not valid TOML: {problem}") from None
     return _Reader(origin).document(document)
 
 
