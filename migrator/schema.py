@@ -383,7 +383,7 @@ def _length(raw: Any) -> int | None:
 
 def _eq_key(kind: str, value: Any) -> Any:
     """A hashable key under which equal values meet: 1 and 1.0 alike, True never with 1,
-    date-times as instants."""
+    date-times as instants. None for a value that equals nothing."""
     if kind == "datetime":
         return ("t", parse_instant(value))
     if isinstance(value, bool):
@@ -394,8 +394,9 @@ def _eq_key(kind: str, value: Any) -> Any:
         return ("s", value)
     try:
         return ("j", json.dumps(value, sort_keys=True, allow_nan=False))
-    except (TypeError, ValueError):
-        return ("r", repr(value))
+    except (TypeError, ValueError, RecursionError):
+        # No JSON text (NaN inside, an int past 4,300 digits): equal to nothing.
+        return None
 
 
 def _value_set(kind: str, raw: Any) -> frozenset[Any]:
@@ -406,8 +407,9 @@ def _value_set(kind: str, raw: Any) -> frozenset[Any]:
     keys = set()
     for item in raw:
         converted = item if convert is None else convert(item)
-        if converted is not None:
-            keys.add(_eq_key(kind, converted))
+        key = None if converted is None else _eq_key(kind, converted)
+        if key is not None:
+            keys.add(key)
     return frozenset(keys)
 
 
