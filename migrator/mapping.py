@@ -217,7 +217,7 @@ class _Writer:
         kind = entry.transform or ("string" if entry.metadata_key is None else None)
         exprs = [self.source(source) for source in entry.sources]
         if kind in TEXT_TRANSFORMS:
-            convert = self.bind("convert", TRANSFORMS[kind])  # type: ignore[index]
+            convert = self.bind("convert", TRANSFORMS[kind])
             self.emit(1, f"value = {convert}({exprs[0]})")
             for expr in exprs[1:]:
                 self.emit(1, f"if value is None: value = {convert}({expr})")

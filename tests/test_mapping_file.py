@@ -69,9 +69,9 @@ def meta(entry: str, traits: dict[str, Any]) -> Mapped:
 def test_builtin_file_round_trip_on_generated_profiles(mode: str, identifier: str) -> None:
     """The file `mapping init` writes maps 1,500 generated profiles exactly like no file,
     and like the sandbox's independent oracle."""
-    from migrator.sandbox.oracle import expected_customer
-    from migrator.sandbox.settings import SandboxSettings
-    from migrator.sandbox.state import Sandbox
+    from migrator_sandbox.oracle import expected_customer
+    from migrator_sandbox.settings import SandboxSettings
+    from migrator_sandbox.state import Sandbox
 
     spec = parse_mapping(builtin_mapping_toml(mode), origin="mapping.toml")
     assert spec.metadata_mode == mode
