@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, NamedTuple, TypeGuard
 from urllib.parse import urlsplit
 
 from migrator.values import (
@@ -138,6 +138,7 @@ class MetadataSchema:
     properties: Mapping[str, PropertyDefinition] = field(default_factory=dict)
     allow_defined_only: bool = False
     deleted: frozenset[str] = frozenset()
+    _required: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any] | None) -> MetadataSchema:
@@ -166,7 +167,11 @@ class MetadataSchema:
     @property
     def required(self) -> tuple[str, ...]:
         """Keys a customer must have when it is created."""
-        return tuple(key for key, d in self.properties.items() if not d.optional)
+        return self._required
+
+    def __post_init__(self) -> None:
+        required = tuple(key for key, d in self.properties.items() if not d.optional)
+        object.__setattr__(self, "_required", required)
 
     @property
     def checks_anything(self) -> bool:
@@ -177,8 +182,7 @@ class MetadataSchema:
 # -- one value --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Coercion:
+class Coercion(NamedTuple):
     """The fate of one value: ``ok`` with ``value`` (``coerced`` if converted), or not ok
     with a ``rule`` that was broken. ``reason`` names the key and the rule, never the
     value."""
@@ -416,9 +420,10 @@ def _value_set(kind: str, raw: Any) -> frozenset[Any]:
 # -- a whole customer --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class KeyEvent:
-    """What happened to one key of one customer (``rule``: why, when it did not fit)."""
+class KeyEvent(NamedTuple):
+    """What happened to one key of one customer (``rule``: why, when it did not fit).
+
+    A NamedTuple: one is made per defined key of every customer, and it is cheap."""
 
     key: str
     status: KeyStatus
@@ -433,7 +438,8 @@ class KeyEvent:
 class SchemaOutcome:
     """A customer's metadata after the schema: ``metadata`` to send (None when refused),
     ``refused`` (the reason for the failure ledger) and one event per key that the schema
-    concerned (undefined keys that are simply kept have none)."""
+    concerned (undefined keys that are simply kept have none): undefined keys first, then
+    in the schema's order. ``metadata`` keeps the customer's key order."""
 
     metadata: dict[str, Any] | None
     refused: str | None
@@ -458,25 +464,30 @@ def apply_schema(
     if schema is None or not schema.checks_anything:
         return SchemaOutcome(dict(metadata), None, ())
     properties = schema.properties
-    kept: dict[str, Any] = {}
     events: list[KeyEvent] = []
     refusals: list[KeyEvent] = []
-    for key, value in metadata.items():
-        definition = properties.get(key)
-        if definition is None:
-            if schema.allow_defined_only:
-                events.append(KeyEvent(key, "undefined", _UNDEFINED_RULE))
-            else:
-                kept[key] = value
+    if schema.allow_defined_only:
+        kept = {key: value for key, value in metadata.items() if key in properties}
+        events.extend(
+            KeyEvent(key, "undefined", _UNDEFINED_RULE) for key in metadata if key not in kept
+        )
+    else:
+        kept = dict(metadata)  # undefined keys pass as they are
+    # Only defined keys need work: walk the (usually shorter) schema, not every trait.
+    for key, definition in properties.items():
+        if key not in kept:
             continue
+        value = kept[key]
         result = coerce(value, definition)
         if result.ok:
             kept[key] = result.value
             events.append(KeyEvent(key, "coerced" if result.coerced else "filled"))
-        elif policy == "send":
-            kept[key] = value
+            continue
+        if policy == "send":
             events.append(KeyEvent(key, "sent", result.rule))
-        elif policy == "drop_customer":
+            continue
+        del kept[key]
+        if policy == "drop_customer":
             refusals.append(KeyEvent(key, "refused", result.rule))
         elif creating and not definition.optional:
             # Dropping it would leave a required key out: Voucherify would reject anyway.
