@@ -19,7 +19,9 @@ from urllib.parse import unquote, urlsplit
 from dotenv import dotenv_values
 
 from migrator.exceptions import ConfigError
-from migrator.mapping import MetadataMode
+from migrator.mapping import STANDARD_TRAITS, MetadataMode
+from migrator.mapping_file import MappingSpec
+from migrator.schema import SchemaPolicy
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -245,9 +247,26 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 class RunOptions:
     """What a command asked for; `Settings` says how to reach the APIs."""
 
-    metadata_mode: MetadataMode = MetadataMode.metadata
+    #: None: the mapping file's mode, or `metadata` without a file.
+    metadata_mode: MetadataMode | None = None
+    #: A loaded mapping file (None: the built-in rules of docs/mapping.md).
+    mapping: MappingSpec | None = None
+    #: What to do with a metadata value the Voucherify schema cannot take.
+    schema_policy: SchemaPolicy = "drop_value"
     full: bool = False
     dry_run: bool = False
     checkpointing: bool = True
     #: Leave in Voucherify what this tool wrote earlier and Segment no longer has.
     keep_removed: bool = False
+
+    @property
+    def mode(self) -> MetadataMode:
+        if self.metadata_mode is not None:
+            return self.metadata_mode
+        return MetadataMode(self.mapping.metadata_mode if self.mapping else "metadata")
+
+    def traits_to_fetch(self) -> tuple[str, ...] | None:
+        """The traits the mapping reads (None: all), so a source can fetch only those."""
+        if self.mapping is not None:
+            return self.mapping.traits_to_fetch(self.mode)
+        return None if self.mode == "all" else STANDARD_TRAITS

@@ -76,6 +76,9 @@ class Mapped:
     warnings: tuple[str, ...]
     refused: str | None = None
     source_id: str | None = None
+    #: Fields whose trait had a value of a type they cannot take (a boolean `name`, an
+    #: object `description`, a list `metadata`, a non-ISO `birthdate`): counted per field.
+    dropped: tuple[str, ...] = ()
 
 
 def _instant_key(created_at: Any) -> tuple[Any, ...]:
@@ -159,9 +162,22 @@ def _is_null(value: Any) -> bool:
 
 _EMPTY: dict[str, Any] = {}  # stands for a nested trait that is not a dict (only read)
 _Run = Callable[
-    [Mapping[str, Any], str, dict[str, Any], dict[str, Any], dict[str, Any], list[str]],
+    [
+        Mapping[str, Any],
+        str,
+        dict[str, Any],
+        dict[str, Any],
+        dict[str, Any],
+        list[str],
+        list[str],
+    ],
     "str | None",
 ]
+
+
+def _wrong_type(*values: Any) -> bool:
+    """A value that no text field can take: a boolean, an object or a list."""
+    return any(isinstance(v, bool | dict | list) for v in values)
 
 
 class _Writer:
@@ -179,6 +195,7 @@ class _Writer:
             "_deepcopy": copy.deepcopy,
             "_EMPTY": _EMPTY,
             "string_value": string_value,
+            "_wrong_type": _wrong_type,
         }
         self.nested: dict[str, str] = {}  # trait -> local holding it when it is a dict
 
@@ -221,6 +238,10 @@ class _Writer:
             self.emit(1, f"value = {convert}({exprs[0]})")
             for expr in exprs[1:]:
                 self.emit(1, f"if value is None: value = {convert}({expr})")
+            plain = [self.path(src) for src in entry.sources if not isinstance(src, Join)]
+            if plain:
+                self.emit(1, f"if value is None and _wrong_type({', '.join(plain)}):")
+                self.emit(2, f"dropped.append({label!r})")
         elif kind is not None:
             convert = self.bind("convert", TRANSFORMS[kind])
             self.emit(1, f"raw = {exprs[0]}")
@@ -232,6 +253,7 @@ class _Writer:
             self.emit(
                 2, f"warnings.append({label!r} + ' dropped for ' + segment_id + {': ' + reason!r})"
             )
+            self.emit(2, f"dropped.append({label!r})")
             if entry.required:
                 refusal = f"{label} is required by the mapping and has no value ({reason})"
                 self.emit(2, f"return {refusal!r}")
@@ -258,7 +280,7 @@ class _Writer:
                 self.entry(entry, "customer", entry.target, entry.target)
         for entry in spec.metadata:
             self.entry(entry, "metadata", entry.metadata_key or "", entry.target)
-        head = ["def run(traits, segment_id, customer, address, metadata, warnings):"]
+        head = ["def run(traits, segment_id, customer, address, metadata, warnings, dropped):"]
         head.append("    get = traits.get")
         for trait, local in self.nested.items():
             head.append(f"    {local} = get({trait!r})")
@@ -325,11 +347,14 @@ def map_profile(
 
     customer: dict[str, Any] = {"source_id": source_id}
     warnings: list[str] = []
+    dropped: list[str] = []
     address: dict[str, Any] = {}
     metadata: dict[str, Any]
     if mode == "metadata":
         raw = traits.get("metadata")
         metadata = strip_nulls(raw) if isinstance(raw, dict) else {}
+        if raw is not None and not isinstance(raw, dict):
+            dropped.append("metadata")
     elif mode == "all":
         consumed = compiled.consumed
         metadata = {
@@ -341,11 +366,18 @@ def map_profile(
         }
     else:
         metadata = {}
-    refused = compiled.run(traits, segment_id, customer, address, metadata, warnings)
+    refused = compiled.run(traits, segment_id, customer, address, metadata, warnings, dropped)
     if refused is not None:
-        return Mapped(segment_id, None, tuple(warnings), refused, source_id)
+        return Mapped(segment_id, None, tuple(warnings), refused, source_id, tuple(dropped))
     if address:
         customer["address"] = address
     if metadata:
         customer["metadata"] = metadata
-    return Mapped(segment_id, customer, tuple(warnings) if warnings else (), None, source_id)
+    return Mapped(
+        segment_id,
+        customer,
+        tuple(warnings) if warnings else (),
+        None,
+        source_id,
+        tuple(dropped) if dropped else (),
+    )

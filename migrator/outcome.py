@@ -25,6 +25,10 @@ class Counts:
     batches: int = 0
     batches_resent: int = 0
     merged: int = 0
+    #: field -> values dropped because of their type (a boolean name, a list metadata...)
+    dropped_for_type: dict[str, int] = field(default_factory=dict)
+    #: metadata key -> {filled, coerced, dropped, refused, sent, undefined} against the schema
+    metadata_schema: dict[str, dict[str, int]] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:

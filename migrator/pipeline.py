@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 from migrator.actions import ActionWatcher, errors_by_source_id, follow, poll_interval
 from migrator.batching import Batch, Batcher, Item, fits_alone
@@ -28,6 +30,7 @@ from migrator.identity import seen_key
 from migrator.ledger import Ledger
 from migrator.mapping import map_profile
 from migrator.outcome import Counts, RunStopped, stop_cause
+from migrator.schema import MetadataSchema, SchemaReport, apply_schema
 from migrator.sources import Page, Profile, ProfileUnreadable, Source
 from migrator.state import StateStore
 from migrator.voucherify import VoucherifyClient
@@ -66,12 +69,15 @@ class Pipeline:
         self.tracker = PageTracker(checkpoint)
         self._readers = asyncio.Semaphore(source.concurrency)
         self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self.mode = options.mode
+        self.schema: MetadataSchema | None = None
+        self.schema_report = SchemaReport()
+        self.dropped: Counter[str] = Counter()
 
     async def run(self) -> Counts:
         """Migrate every page from the checkpoint on; raises `RunStopped` if it cannot go on."""
         try:
-            if not self.options.dry_run:
-                await self._preflight()
+            await self._preflight()  # a dry run too: it reports what the schema would do
             async with asyncio.TaskGroup() as tasks:
                 interval = poll_interval(self.voucherify.requests_per_minute)
                 if not self.options.dry_run:
@@ -102,6 +108,7 @@ class Pipeline:
             raise RunStopped(cause, self.checkpoint.position) from None
         finally:
             self.state.commit()
+            self.summarise()
         return self.counts
 
     async def _preflight(self) -> None:
@@ -124,13 +131,13 @@ class Pipeline:
                 writes,
                 read,
             )
-        if schema and schema.get("allow_defined_only") and self.options.metadata_mode != "none":
-            defined = ", ".join(sorted(schema.get("properties") or {})) or "none"
-            log.warning(
-                "Voucherify accepts only defined customer metadata keys (%s); customers with "
-                "other keys will be rejected and recorded in the failure ledger",
-                defined,
-            )
+        try:
+            self.schema = MetadataSchema.from_body(schema)
+        except ValueError:
+            log.warning("Voucherify's customer metadata schema could not be read; not checked")
+            self.schema = None
+        if self.schema is not None and not self.schema.checks_anything:
+            self.schema = None
 
     async def _follow_sent(self, interval: float) -> None:
         """Settle the batches a killed run sent and never saw confirmed, before reading.
@@ -203,12 +210,20 @@ class Pipeline:
             profile.traits,
             profile.external_ids,
             identifier=self.identifier,
-            metadata_mode=self.options.metadata_mode,
+            metadata_mode=self.mode,
+            spec=self.options.mapping,
         )
         for warning in mapped.warnings:
             self.counts.warnings += 1
             log.info(warning)
+        for field in mapped.dropped:
+            self.dropped[field] += 1
+            log.info("%s dropped for %s: a value of a type it cannot take", field, segment_id)
         customer = mapped.customer
+        if mapped.refused is not None:
+            self.ledger.failed(segment_id, mapped.source_id, mapped.refused, None)
+            self.tracker.settle(page)
+            return
         if customer is None:
             self.ledger.no_identifier(segment_id)
             self.tracker.settle(page)
@@ -228,6 +243,12 @@ class Pipeline:
         written = self.state.written(source_id)
         if written is not None and written[0] != segment_id:
             self.state.set_owner(source_id, segment_id)  # a merge or a new owner took it
+        if self.schema is not None:
+            checked = self._checked(segment_id, customer, creating=written is None)
+            if checked is None:
+                self.tracker.settle(page)
+                return
+            customer = checked
         previous = {} if written is None else written[1]
         payload = diff(
             customer,
@@ -251,6 +272,50 @@ class Pipeline:
         self._in_flight[source_id] = asyncio.get_running_loop().create_future()
         self._batcher.add(item)
         await self._watcher.room()  # backpressure: hold this profile until Voucherify has room
+
+    def _checked(
+        self, segment_id: str, customer: dict[str, Any], *, creating: bool
+    ) -> dict[str, Any] | None:
+        """The customer with its metadata fitted to Voucherify's schema; None: refused
+        (recorded in the ledger, no API call spent)."""
+        assert self.schema is not None
+        outcome = apply_schema(
+            customer.get("metadata") or {},
+            self.schema,
+            self.options.schema_policy,
+            creating=creating,
+        )
+        self.schema_report.add(outcome)
+        if outcome.refused is not None:
+            self.ledger.failed(segment_id, customer["source_id"], outcome.refused, customer)
+            return None
+        checked = {k: v for k, v in customer.items() if k != "metadata"}
+        if outcome.metadata:
+            checked["metadata"] = outcome.metadata
+        return checked
+
+    def summarise(self) -> None:
+        """Warning-level lines a human should read once per run, not once per profile;
+        the same figures go to the report."""
+        self.counts.dropped_for_type = dict(sorted(self.dropped.items()))
+        self.counts.metadata_schema = {
+            key: {
+                status: getattr(tally, status)
+                for status in ("filled", "coerced", "dropped", "refused", "sent", "undefined")
+                if getattr(tally, status)
+            }
+            for key, tally in sorted(self.schema_report.keys.items())
+        }
+        for field, count in sorted(self.dropped.items()):
+            log.warning(
+                "%s: %d value%s dropped, of a type the field cannot take "
+                "(segment_ids in the log with -v or --log-file)",
+                field,
+                count,
+                "" if count == 1 else "s",
+            )
+        for line in self.schema_report.warnings():
+            log.warning(line)
 
     def _sent(self, action_id: str, batch: Batch) -> None:
         self.state.record_sent(

@@ -19,7 +19,6 @@ from migrator.config import RunOptions, Settings
 from migrator.exceptions import ConfigError
 from migrator.ledger import Ledger
 from migrator.lock import RunLock, holder
-from migrator.mapping import STANDARD_TRAITS
 from migrator.outcome import Counts, RunStopped
 from migrator.outputs import OutputFiles
 from migrator.pipeline import Pipeline
@@ -84,8 +83,7 @@ def resume_command(cursor: str | None) -> str:
 def make_source(settings: Settings, options: RunOptions) -> Source:
     """The source the settings name. Outside `--metadata all` only the traits the mapping
     reads are fetched (one traits page per profile on the Profile API)."""
-    traits = None if options.metadata_mode == "all" else STANDARD_TRAITS
-    return ProfileApiSource(settings, traits=traits)
+    return ProfileApiSource(settings, traits=options.traits_to_fetch())
 
 
 async def run_migration(
