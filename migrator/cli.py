@@ -9,8 +9,9 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, cast
 
 import typer
 from rich.logging import RichHandler
@@ -19,6 +20,8 @@ from migrator.config import RunOptions, Settings, SourceName, load_settings, rea
 from migrator.exceptions import ConfigError, LockedError
 from migrator.logs import RedactingFilter
 from migrator.mapping import MetadataMode
+from migrator.mapping_check import check_mapping
+from migrator.mapping_file import builtin_mapping_toml, load_mapping
 from migrator.memory import pin_mmap_threshold
 from migrator.runner import (
     EXIT_CONFIG,
@@ -30,11 +33,13 @@ from migrator.runner import (
     run_migration,
     status,
 )
+from migrator.schema import SchemaPolicy
 from migrator.views import (
     ProgressView,
     console,
     errors,
     show_demo,
+    show_mapping_check,
     show_status,
     show_stopped,
     show_summary,
@@ -97,12 +102,41 @@ KeepRemoved = Annotated[
     ),
 ]
 Metadata = Annotated[
-    MetadataMode,
+    MetadataMode | None,
     typer.Option(
         "--metadata",
         help="metadata: send the `metadata` trait; all: every trait not mapped to a field; "
-        "none: no metadata.",
+        "none: no metadata. Default: the mapping file's, else metadata.",
         case_sensitive=False,
+        show_default=False,
+    ),
+]
+MappingOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        help="A mapping file (TOML; `migrator mapping init` writes the built-in rules as "
+        "one). Also MAPPING_FILE.",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+
+
+class SchemaPolicyName(StrEnum):
+    drop_value = "drop_value"
+    drop_customer = "drop_customer"
+    send = "send"
+
+
+SchemaPolicyOption = Annotated[
+    SchemaPolicyName | None,
+    typer.Option(
+        "--schema-policy",
+        help="A metadata value Voucherify's schema cannot take: drop_value (omit it, the "
+        "default), drop_customer (to the failure ledger, nothing sent) or send (as is). "
+        "Also METADATA_SCHEMA_POLICY.",
+        show_default=False,
     ),
 ]
 
@@ -136,6 +170,31 @@ def _setup_logging(log_file: Path | None, verbose: bool, secrets: tuple[str, ...
         file_handler.setLevel(logging.DEBUG)
         file_handler.addFilter(redact)
         logger.addHandler(file_handler)
+
+
+def _options(
+    settings: Settings,
+    metadata: MetadataMode | None,
+    mapping: Path | None,
+    schema_policy: SchemaPolicyName | None,
+    keep_removed: bool,
+    **flags: bool,
+) -> RunOptions:
+    """The run's options: command-line flags over the settings' (environment) defaults."""
+    path = mapping or (Path(settings.mapping_file) if settings.mapping_file else None)
+    try:
+        spec = load_mapping(path) if path is not None else None
+    except ConfigError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    policy = schema_policy.value if schema_policy else settings.schema_policy
+    return RunOptions(
+        metadata_mode=metadata,
+        mapping=spec,
+        schema_policy=cast(SchemaPolicy, policy),
+        keep_removed=keep_removed or settings.keep_removed,
+        **flags,
+    )
 
 
 def _settings(env_file: Path | None, overrides: dict[str, str] | None = None) -> Settings:
@@ -201,7 +260,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read and map; write dry-run.jsonl; send nothing.")
     ] = False,
-    metadata: Metadata = MetadataMode.metadata,
+    metadata: Metadata = None,
+    mapping: MappingOption = None,
+    schema_policy: SchemaPolicyOption = None,
     keep_removed: KeepRemoved = False,
     no_input: NoInput = False,
     report: Report = None,
@@ -211,11 +272,8 @@ def run(
     """Migrate every profile (resuming from the checkpoint, sending only what changed)."""
     settings = _settings(env_file, {"MIGRATOR_SOURCE": source.value} if source else None)
     _setup_logging(log_file, verbose, settings.secrets)
-    options = RunOptions(
-        metadata_mode=metadata,
-        full=full,
-        dry_run=dry_run,
-        keep_removed=keep_removed or settings.keep_removed,
+    options = _options(
+        settings, metadata, mapping, schema_policy, keep_removed, full=full, dry_run=dry_run
     )
     prompted = False
     while True:
@@ -247,7 +305,9 @@ def retry_failed_command(
     env_file: EnvFile = None,
     out_dir: OutDir = Path("."),
     source: SourceOption = None,
-    metadata: Metadata = MetadataMode.metadata,
+    metadata: Metadata = None,
+    mapping: MappingOption = None,
+    schema_policy: SchemaPolicyOption = None,
     keep_removed: KeepRemoved = False,
     no_input: NoInput = False,
     report: Report = None,
@@ -261,7 +321,7 @@ def retry_failed_command(
     """
     settings = _settings(env_file, {"MIGRATOR_SOURCE": source.value} if source else None)
     _setup_logging(log_file, verbose, settings.secrets)
-    options = RunOptions(metadata_mode=metadata, keep_removed=keep_removed or settings.keep_removed)
+    options = _options(settings, metadata, mapping, schema_policy, keep_removed)
     result = _execute(lambda view: retry_failed(settings, out_dir, options, on_start=view.attach))
     show_summary(result, "migrator retry-failed")
     _write_report(report, result)
@@ -304,7 +364,7 @@ def demo(
             file_okay=False,
         ),
     ] = None,
-    metadata: Metadata = MetadataMode.metadata,
+    metadata: Metadata = None,
 ) -> None:
     """Migrate a local sandbox of both APIs and verify every customer. Needs no credentials."""
     from migrator_sandbox.demo import run_demo
@@ -325,11 +385,67 @@ def demo(
         markup=False,
     )
     result = _execute(
-        lambda view: run_demo(sandbox, target, metadata.value, on_start=view.attach), total=profiles
+        lambda view: run_demo(
+            sandbox, target, (metadata or MetadataMode.metadata).value, on_start=view.attach
+        ),
+        total=profiles,
     )
     show_summary(result.run, "migrator demo")
     show_demo(result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+mapping_app = typer.Typer(
+    help="Shape the mapping with a file, and check it against a sample before anything is sent.",
+    no_args_is_help=True,
+)
+app.add_typer(mapping_app, name="mapping")
+
+
+@mapping_app.command("init")
+def mapping_init(
+    path: Annotated[Path, typer.Argument(help="Where to write the file.", dir_okay=False)] = Path(
+        "mapping.toml"
+    ),
+    metadata: Metadata = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the built-in rules as a mapping file; used as is, it maps exactly as no file."""
+    if path.exists() and not force:
+        errors.print(f"error: {path} exists; use --force to overwrite it", markup=False)
+        raise typer.Exit(EXIT_CONFIG)
+    text = builtin_mapping_toml((metadata or MetadataMode.metadata).value)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        errors.print(f"error: cannot write {path}: {exc.strerror}", markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    console.print(f"wrote {path}; run with --mapping {path} (or MAPPING_FILE={path})", markup=False)
+
+
+@mapping_app.command("check")
+def mapping_check(
+    env_file: EnvFile = None,
+    source: SourceOption = None,
+    sample: Annotated[
+        int, typer.Option("--sample", min=1, help="Profiles to read from the source.")
+    ] = 200,
+    metadata: Metadata = None,
+    mapping: MappingOption = None,
+    schema_policy: SchemaPolicyOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the check as JSON.")] = False,
+) -> None:
+    """Map a sample of profiles and check them against the live Voucherify metadata schema:
+    per target field, how many are filled, coerced, dropped or would be rejected, and why.
+    Nothing is sent."""
+    settings = _settings(env_file, {"MIGRATOR_SOURCE": source.value} if source else None)
+    _setup_logging(None, False, settings.secrets)
+    options = _options(settings, metadata, mapping, schema_policy, False)
+    result = _execute(lambda view: check_mapping(settings, options, sample))
+    if as_json:
+        console.print_json(json.dumps(result.as_dict()))
+    else:
+        show_mapping_check(result)
 
 
 @app.command(

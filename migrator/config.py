@@ -21,7 +21,7 @@ from dotenv import dotenv_values
 from migrator.exceptions import ConfigError
 from migrator.mapping import STANDARD_TRAITS, MetadataMode
 from migrator.mapping_file import MappingSpec
-from migrator.schema import SchemaPolicy
+from migrator.schema import SCHEMA_POLICIES, SchemaPolicy
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -49,6 +49,8 @@ class Settings:
     profiles_sync_schema: str = ""
     profiles_sync_overlap: float = 3600.0
     keep_removed: bool = False
+    mapping_file: str = ""
+    schema_policy: str = "drop_value"
     segment_request_limit: int = 100
     segment_traits_limit: int = 200
     identifier: str = "user_id"
@@ -108,6 +110,13 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
             f"{name}={raw} is out of range: expected a number from {low:g} to {high:g}"
         )
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = (env.get(name) or "").strip() or default
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} is not valid: expected one of {', '.join(choices)}")
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
@@ -226,6 +235,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         profiles_sync_url="" if api else _database_url(env),
         profiles_sync_schema="" if api else _schema_name(env),
         keep_removed=_bool(env, "MIGRATOR_KEEP_REMOVED"),
+        mapping_file=(env.get("MAPPING_FILE") or "").strip(),
+        schema_policy=_choice(env, "METADATA_SCHEMA_POLICY", SCHEMA_POLICIES, "drop_value"),
         profiles_sync_overlap=_float(env, "PROFILES_SYNC_OVERLAP_SECONDS", 3600.0, 0.0, 30 * 86400),
         voucherify_application_id=_required(
             env, "VOUCHERIFY_APPLICATION_ID", "the Voucherify application id"

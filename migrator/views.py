@@ -21,6 +21,7 @@ from migrator.outcome import Counts
 from migrator.runner import RunResult, resume_command
 
 if TYPE_CHECKING:
+    from migrator.mapping_check import MappingCheck
     from migrator_sandbox.demo import DemoResult
 
 T = TypeVar("T")
@@ -184,3 +185,24 @@ def show_demo(result: DemoResult) -> None:
         )
         return
     console.print("[bold red]not verified:[/] see the table above.")
+
+
+def show_mapping_check(check: MappingCheck) -> None:
+    console.print(
+        f"{check.profiles} profiles read: {check.customers} customers, "
+        f"{check.no_identifier} without identifier, {check.unreadable} unreadable; "
+        f"{check.rejected_customers} would be rejected. "
+        + (
+            "Checked against Voucherify's metadata schema."
+            if check.schema
+            else "Voucherify defines no customer metadata schema: metadata is not checked."
+        ),
+        markup=False,
+    )
+    table = Table("field", "filled", "coerced", "dropped", "would be rejected", "why")
+    for name, t in sorted(check.fields.items()):
+        why = "; ".join(f"{reason} ({n})" for reason, n in t.reasons.most_common(3))
+        table.add_row(
+            name, str(t.filled), str(t.coerced), str(t.dropped), str(t.rejected), Text(why)
+        )
+    console.print(table)
