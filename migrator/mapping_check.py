@@ -20,7 +20,6 @@ from migrator.schema import MetadataSchema, apply_schema
 from migrator.sources import Profile, ProfileUnreadable, Source
 from migrator.voucherify import VoucherifyClient
 
-
 #: Why a field's value was dropped, where it is not its type.
 DROP_REASONS = {"birthdate": "not an ISO 8601 date"}
 
