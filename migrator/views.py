@@ -198,6 +198,7 @@ def show_mapping_check(check: MappingCheck) -> None:
             else "Voucherify defines no customer metadata schema: metadata is not checked."
         ),
         markup=False,
+        soft_wrap=True,
     )
     table = Table("field", "filled", "coerced", "dropped", "would be rejected", "why")
     for name, t in sorted(check.fields.items()):
