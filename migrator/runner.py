@@ -80,9 +80,28 @@ def resume_command(cursor: str | None) -> str:
     return f"migrator run --offset {cursor}" if cursor else "migrator run --restart"
 
 
-def make_source(settings: Settings, options: RunOptions) -> Source:
-    """The source the settings name. Outside `--metadata all` only the traits the mapping
-    reads are fetched (one traits page per profile on the Profile API)."""
+def make_source(
+    settings: Settings, options: RunOptions, watermark: str | None = None, *, backfill: bool = False
+) -> Source:
+    """The source the settings name. Only the traits the mapping reads are fetched (one
+    traits page per profile on the Profile API, fewer rows from a warehouse).
+
+    `watermark`: where the last completed Profiles Sync run left off; a backfill (first
+    run, --full, --restart) ignores it and reads every profile.
+    """
+    if settings.source == "profiles-sync":
+        from migrator.sources.profiles_sync import ProfilesSyncSource  # SQLAlchemy: lazily
+
+        return ProfilesSyncSource(
+            settings.profiles_sync_url,
+            settings.profiles_sync_schema,
+            identifier=settings.identifier,
+            traits=options.traits_to_fetch(),
+            watermark=None if backfill else watermark,
+            full=options.full,
+            overlap_seconds=settings.profiles_sync_overlap,
+            secrets=settings.secrets,
+        )
     return ProfileApiSource(settings, traits=options.traits_to_fetch())
 
 
@@ -99,7 +118,8 @@ async def run_migration(
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir), StateStore(out_dir) as state:
         state.close_abandoned_runs()
-        source = make_source(settings, options)
+        watermark = state.watermark(settings.source)
+        source = make_source(settings, options, watermark, backfill=restart)
         saved = state.checkpoint()
         start, resumed = offset, False
         if offset is None and not restart and saved is not None and not options.dry_run:
@@ -140,7 +160,7 @@ async def retry_failed(
         state.close_abandoned_runs()
         options = replace(options, checkpointing=False, full=True)
         segment_ids = [f.segment_id for f in state.failures()]
-        source = ListedSource(make_source(settings, options), segment_ids)
+        source = ListedSource(make_source(settings, options, backfill=True), segment_ids)
         return await _migrate(
             settings, out_dir, options, state, source, "retry-failed", None, on_start=on_start
         )

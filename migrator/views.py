@@ -76,10 +76,11 @@ class ProgressView:
 
         ticker = asyncio.create_task(tick())
         try:
-            return await work
+            result = await work
         finally:
             ticker.cancel()
-            self._show()
+        self._show()  # not after an error: its one line is then the last word
+        return result
 
     def _show(self) -> None:
         if self.counts is None:

@@ -77,3 +77,14 @@ def make_sandbox() -> Iterator[Any]:
 def sandbox(make_sandbox: Any) -> Any:
     """A default sandbox of 300 profiles on a free port."""
     return make_sandbox()
+
+
+# -- a real Postgres (Profiles Sync) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One Postgres server for the session; each test takes its own database from it."""
+    from tests.postgres import postgres_server
+
+    yield from postgres_server()

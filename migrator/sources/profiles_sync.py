@@ -1,0 +1,283 @@
+"""Segment Profiles Sync as a source: the profile views in the customer's warehouse.
+
+No API limit: the run is bounded by Voucherify. And `uuid_ts` says what changed, so after
+the first run (the backfill) a run reads only the profiles with a row loaded since the
+last completed run, less a safety overlap: an unchanged space reads almost nothing.
+
+Positions (the checkpoint) are JSON: the mode, the window (`since`, so a resumed run reads
+the same set even if the watermark has moved) and the last settled canonical_segment_id.
+Profiles are read in keyset pages ordered by canonical_segment_id, never a table at once.
+
+Trait values are text in the views. The decoding rule (docs/profiles-sync.md): a value
+that is a JSON object or array is decoded; `true` and `false` become booleans; everything
+else, numbers included, stays text. Numbers as text lose nothing for the customer fields,
+which are all strings, and Voucherify's schema check turns "34" into 34 where a key is a
+number. A trait with several rows: the latest (by seq, then received_at) wins.
+
+The engine is synchronous SQLAlchemy (psycopg for Postgres); each query runs in a worker
+thread so the event loop keeps sending and confirming meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Self
+
+from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from migrator.exceptions import ConfigError, SourceUnavailable
+from migrator.sources import profiles_sync_sql as sql
+from migrator.sources.base import Merge, Page, Profile, ProfileUnreadable
+
+#: Profiles per keyset page: few round trips, bounded memory (~20 trait rows each).
+PAGE_SIZE = 2000
+BOOLEANS = {"true": True, "false": False}
+
+
+def decode(value: str | None) -> Any:
+    """A trait value as stored in `user_traits.value`, decoded per the module's rule."""
+    if value is None:
+        return None
+    if value[:1] in ("{", "[") and value[-1:] in ("}", "]"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return BOOLEANS.get(value, value)
+
+
+def engine_url(url: str) -> str:
+    """Postgres URLs use psycopg 3; any other dialect's URL is passed through."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+class ProfilesSyncSource:
+    name = "profiles-sync"
+    concurrency = 1  # profiles arrive complete: nothing to read one by one
+    ceiling: float | None = None
+
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        *,
+        identifier: str,
+        traits: Sequence[str] | None,
+        watermark: str | None,
+        full: bool,
+        overlap_seconds: float = 3600.0,
+        page_size: int = PAGE_SIZE,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        self._url = url
+        self._schema = schema
+        self._identifier = identifier
+        self._traits = None if traits is None else tuple(traits)
+        self._since = (
+            None
+            if full or watermark is None
+            else (datetime.fromisoformat(watermark) - timedelta(seconds=overlap_seconds))
+        )
+        self._page_size = page_size
+        self._secrets = tuple(s for s in secrets if s)
+        self._views = sql.views(schema)
+        self._engine: Engine | None = None
+        self._watermark: datetime | None = None
+        self._window: datetime | None = self._since
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self._open)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._engine is not None:
+            await asyncio.to_thread(self._engine.dispose)
+            self._engine = None
+
+    def _open(self) -> None:
+        """Connect, check the views, and note the watermark this run will leave behind."""
+        try:
+            url = make_url(engine_url(self._url))
+            self._engine = create_engine(url, pool_pre_ping=True)
+        except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+            raise ConfigError(f"PROFILES_SYNC_URL is not usable: {self._scrub(exc)}") from None
+        where = url.render_as_string(hide_password=True)
+        try:
+            with self._engine.connect() as conn:
+                self._check_views(conn)
+                self._watermark = conn.execute(sql.watermark(self._views)).scalar()
+        except ConfigError:
+            raise
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"cannot read Profiles Sync at {where}: {self._scrub(exc)}") from None
+
+    def _check_views(self, conn: Any) -> None:
+        inspector = inspect(conn)
+        if not inspector.has_schema(self._schema):
+            raise ConfigError(
+                f"PROFILES_SYNC_SCHEMA={self._schema}: no such schema in the warehouse"
+            )
+        for view, needed in sql.VIEW_COLUMNS.items():
+            try:
+                columns = {c["name"].lower() for c in inspector.get_columns(view, self._schema)}
+            except SQLAlchemyError:
+                columns = set()
+            if not columns:
+                raise ConfigError(
+                    f"Profiles Sync view {self._schema}.{view} is missing: expected Segment's "
+                    "materialized views user_traits, user_identifiers and profile_merges"
+                )
+            missing = [c for c in needed if c not in columns]
+            if missing:
+                raise ConfigError(
+                    f"Profiles Sync view {self._schema}.{view} lacks column(s) {', '.join(missing)}"
+                )
+
+    def _scrub(self, exc: BaseException) -> str:
+        """The driver's first line, without the password (it can echo the URL)."""
+        orig = getattr(exc, "orig", None) or exc
+        text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def pages(self, start: str | None) -> AsyncIterator[Page]:
+        since, after = self._window, ""
+        if start is not None:
+            since, after = self._decode_position(start)
+            self._window = since
+        position = start
+        while True:
+            ids, profiles = await asyncio.to_thread(self._page, since, after)
+            if not ids:
+                return
+            after = ids[-1]
+            done = len(ids) < self._page_size
+            nxt = None if done else self._encode_position(since, after)
+            yield Page(position, nxt, profiles=profiles)
+            if done:
+                return
+            position = nxt
+
+    def _page(self, since: datetime | None, after: str) -> tuple[list[str], tuple[Profile, ...]]:
+        assert self._engine is not None, "use the source as `async with`"
+        v = self._views
+        try:
+            with self._engine.connect() as conn:
+                found: set[str] = set()
+                params = {"after": after, "since": since}
+                for query in sql.profile_ids(v, since=since is not None, limit=self._page_size):
+                    found.update(r[0] for r in conn.execute(query, params))
+                ids = sorted(found)[: self._page_size]
+                if not ids:
+                    return [], ()
+                # A backfill page holds every id in its range; an incremental one does not.
+                ranged = since is None
+                page: dict[str, Any] = {"type": self._identifier}
+                page.update({"after": after, "last": ids[-1]} if ranged else {"ids": ids})
+                traits = conn.execute(sql.traits_of(v, self._traits, ranged=ranged), page)
+                idents = conn.execute(sql.identifiers_of(v, ranged=ranged), page)
+                return ids, self._profiles(ids, traits.all(), idents.all())
+        except DBAPIError as exc:
+            raise SourceUnavailable(f"profiles-sync: {self._scrub(exc)}") from None
+
+    def _profiles(self, ids: list[str], traits: Any, idents: Any) -> tuple[Profile, ...]:
+        by_id: dict[str, dict[str, Any]] = {i: {} for i in ids}
+        for segment_id, name, value in traits:
+            decoded = decode(value)
+            if decoded is None:
+                by_id[segment_id].pop(name, None)
+            else:
+                by_id[segment_id][name] = decoded  # rows come oldest first: the latest wins
+        first: dict[str, tuple[Any, ...]] = {}
+        for segment_id, value, seq, received_at in idents:
+            if value is None:
+                continue
+            key = (received_at is None, received_at, seq if seq is not None else 0, value)
+            if segment_id not in first or key < first[segment_id]:
+                first[segment_id] = key
+        profiles = []
+        for segment_id in ids:
+            chosen = first.get(segment_id)
+            external: list[dict[str, Any]] = []
+            if chosen is not None:
+                received = chosen[1]
+                external.append(
+                    {
+                        "type": self._identifier,
+                        "id": chosen[3],
+                        "created_at": received.isoformat() if received is not None else None,
+                    }
+                )
+            profiles.append(Profile(segment_id, by_id[segment_id], external))
+        return tuple(profiles)
+
+    async def read(self, segment_id: str) -> Profile:
+        def one() -> Profile | None:
+            assert self._engine is not None
+            v = self._views
+            try:
+                with self._engine.connect() as conn:
+                    one = {"ids": [segment_id], "type": self._identifier}
+                    traits = conn.execute(sql.traits_of(v, self._traits, ranged=False), one)
+                    idents = conn.execute(sql.identifiers_of(v, ranged=False), one)
+                    trait_rows, ident_rows = list(traits), list(idents)
+            except DBAPIError as exc:
+                raise SourceUnavailable(f"profiles-sync: {self._scrub(exc)}") from None
+            if not trait_rows and not ident_rows:
+                return None
+            return self._profiles([segment_id], trait_rows, ident_rows)[0]
+
+        found = await asyncio.to_thread(one)
+        if found is None:
+            raise ProfileUnreadable("the profile is no longer in the Profiles Sync views")
+        return found
+
+    async def merges(self) -> list[Merge]:
+        def query() -> list[Merge]:
+            assert self._engine is not None
+            since = self._window
+            stmt = sql.merges_since(self._views, since=since is not None)
+            try:
+                with self._engine.connect() as conn:
+                    return [Merge(a, b) for a, b in conn.execute(stmt, {"since": since})]
+            except DBAPIError as exc:
+                raise SourceUnavailable(f"profiles-sync: {self._scrub(exc)}") from None
+
+        return await asyncio.to_thread(query)
+
+    def watermark(self) -> str | None:
+        return None if self._watermark is None else self._watermark.isoformat()
+
+    # -- positions ------------------------------------------------------------------------
+
+    @staticmethod
+    def _encode_position(since: datetime | None, after: str) -> str:
+        return json.dumps(
+            {"since": since.isoformat() if since else None, "after": after},
+            separators=(",", ":"),
+        )
+
+    @staticmethod
+    def _decode_position(position: str) -> tuple[datetime | None, str]:
+        try:
+            data = json.loads(position)
+            since = data["since"]
+            return (None if since is None else datetime.fromisoformat(since)), str(data["after"])
+        except (ValueError, TypeError, KeyError):
+            raise ConfigError(
+                f"the position {position!r} is not a Profiles Sync position (the checkpoint "
+                "or --offset); run again with --restart"
+            ) from None

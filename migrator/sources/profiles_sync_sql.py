@@ -1,0 +1,172 @@
+"""Every query the Profiles Sync source runs, in SQLAlchemy Core, readable top to bottom.
+
+Written once for every warehouse Profiles Sync supports (Postgres, Snowflake, BigQuery,
+Redshift, Databricks): plain SELECTs, DISTINCT, IN, ORDER BY, LIMIT and MAX, nothing
+dialect-specific. The three views are Segment's materialized views (docs/contracts.md):
+
+    user_traits(canonical_segment_id, name, value, seq, received_at, uuid_ts, timestamp)
+    user_identifiers(canonical_segment_id, type, value, seq, received_at, uuid_ts, timestamp)
+    profile_merges(canonical_segment_id, segment_id, seq, received_at, uuid_ts, timestamp)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    DateTime,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    select,
+    union,
+)
+
+#: The columns each view must have, for the schema check.
+VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "user_traits": ("canonical_segment_id", "name", "value", "seq", "received_at", "uuid_ts"),
+    "user_identifiers": (
+        "canonical_segment_id",
+        "type",
+        "value",
+        "seq",
+        "received_at",
+        "uuid_ts",
+    ),
+    "profile_merges": ("canonical_segment_id", "segment_id", "seq", "received_at", "uuid_ts"),
+}
+
+
+def _timestamps() -> list[Column[datetime]]:
+    return [
+        Column("received_at", DateTime(timezone=True)),
+        Column("uuid_ts", DateTime(timezone=True)),
+        Column("timestamp", DateTime(timezone=True)),
+    ]
+
+
+@dataclass(frozen=True)
+class Views:
+    """The three views of one schema."""
+
+    traits: Table
+    identifiers: Table
+    merges: Table
+
+
+def views(schema: str) -> Views:
+    meta = MetaData(schema=schema)
+    traits = Table(
+        "user_traits",
+        meta,
+        Column("canonical_segment_id", Text),
+        Column("name", Text),
+        Column("value", Text),
+        Column("seq", BigInteger),
+        *_timestamps(),
+    )
+    identifiers = Table(
+        "user_identifiers",
+        meta,
+        Column("canonical_segment_id", Text),
+        Column("type", Text),
+        Column("value", Text),
+        Column("seq", BigInteger),
+        *_timestamps(),
+    )
+    merges = Table(
+        "profile_merges",
+        meta,
+        Column("canonical_segment_id", Text),
+        Column("segment_id", Text),
+        Column("seq", BigInteger),
+        *_timestamps(),
+    )
+    return Views(traits, identifiers, merges)
+
+
+# -- which profiles ----------------------------------------------------------------------------
+
+
+def profile_ids(v: Views, *, since: bool, limit: int) -> list[Select[str]]:
+    """Per view, the next `limit` profile ids after `:after` (`''`: from the first).
+
+    The next page is the first `limit` of their union. A profile is any id with a trait
+    or an identifier (one with identifiers and no traits is still a customer). With
+    `since`, only ids with a row loaded after `:since` in any view, merges included: a
+    merge re-adds the survivor's rows, so it is read again. One query per view rather than
+    a UNION: each walks its index in order and stops after `limit` ids, where a UNION
+    sorts every remaining row on every page.
+    """
+    queries = []
+    for table in (v.traits, v.identifiers, *((v.merges,) if since else ())):
+        column = table.c.canonical_segment_id
+        query = select(column).distinct().where(column > bindparam("after"))
+        if since:
+            query = query.where(table.c.uuid_ts > bindparam("since"))
+        queries.append(query.order_by(column).limit(limit))
+    return queries
+
+
+# -- whole profiles ----------------------------------------------------------------------------
+
+
+def _of_page(column: Column[str], ranged: bool) -> ColumnElement[bool]:
+    """The rows of one page's profiles: a range (`:after`, `:last`] when the page holds
+    every id in it (a backfill: one index range scan, two parameters), else `:ids`."""
+    if ranged:
+        return and_(column > bindparam("after"), column <= bindparam("last"))
+    return column.in_(bindparam("ids", expanding=True))
+
+
+def traits_of(
+    v: Views, names: Sequence[str] | None, *, ranged: bool
+) -> Select[str, str, str | None]:
+    """Every trait row of a page's profiles; the latest row of a trait last (by seq, then
+    received_at), so that it wins when read in order."""
+    t = v.traits
+    query = select(t.c.canonical_segment_id, t.c.name, t.c.value).where(
+        _of_page(t.c.canonical_segment_id, ranged)
+    )
+    if names is not None:
+        query = query.where(t.c.name.in_(list(names)))
+    return query.order_by(t.c.seq, t.c.received_at)
+
+
+def identifiers_of(v: Views, *, ranged: bool) -> Select[str, str, int | None, datetime | None]:
+    """The identifier rows of type `:type` of a page's profiles."""
+    i = v.identifiers
+    return select(i.c.canonical_segment_id, i.c.value, i.c.seq, i.c.received_at).where(
+        _of_page(i.c.canonical_segment_id, ranged), i.c.type == bindparam("type")
+    )
+
+
+# -- merges and the watermark ----------------------------------------------------------------
+
+
+def merges_since(v: Views, *, since: bool) -> Select[str, str]:
+    """Profiles merged away (`segment_id` no longer canonical), after `:since` if given."""
+    m = v.merges
+    query = select(m.c.segment_id, m.c.canonical_segment_id).where(
+        m.c.segment_id != m.c.canonical_segment_id
+    )
+    if since:
+        query = query.where(m.c.uuid_ts > bindparam("since"))
+    return query.order_by(m.c.segment_id)
+
+
+def watermark(v: Views) -> Select[datetime | None]:
+    """The newest `uuid_ts` of the three views: what the next incremental run reads after."""
+    newest = union(
+        *(select(func.max(t.c.uuid_ts).label("ts")) for t in (v.traits, v.identifiers, v.merges))
+    ).subquery("newest")
+    return select(func.max(newest.c.ts))

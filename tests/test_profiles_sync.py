@@ -1,0 +1,385 @@
+"""The Profiles Sync source end to end, against a real Postgres the tests start (issue 10):
+backfill correct to the last field, kill -9 then resume, unchanged reruns that send and read
+nothing, 1% changed sends exactly those, merges listed, removals cleared, no Segment call,
+and one clear line for every kind of bad configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from migrator.config import RunOptions
+from migrator.exceptions import ConfigError
+from migrator.mapping import STANDARD_TRAITS
+from migrator.outputs import MERGED_FILE
+from migrator.runner import RunResult, run_migration
+from migrator.sources import profiles_sync_sql as sql
+from migrator.sources.profiles_sync import ProfilesSyncSource, decode
+from migrator_sandbox.generator import ProfileGenerator
+from migrator_sandbox.server import ThreadedSandbox
+from migrator_sandbox.warehouse import (
+    as_read,
+    create_views,
+    load,
+    merge,
+    set_traits,
+    stored_text,
+    verify_warehouse,
+)
+from tests.helpers import assert_valid_bodies, ledger, listed, settings_for
+from tests.test_faults import child_env, read_state, wait_for
+
+SCHEMA = "segment_ps"
+PROFILES = 400
+
+
+@dataclass
+class Warehouse:
+    url: str
+    engine: Engine
+    sandbox: ThreadedSandbox  # Voucherify's double (its Segment side is never called)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "MIGRATOR_SOURCE": "profiles-sync",
+            "PROFILES_SYNC_URL": self.url,
+            "PROFILES_SYNC_SCHEMA": SCHEMA,
+            **extra,
+        }
+
+    def run(self, out: Path, **options: Any) -> RunResult:
+        restart = options.pop("restart", False)
+        env = options.pop("env", {})
+        settings = settings_for(self.sandbox, **self.env(**env))
+        return asyncio.run(run_migration(settings, out, RunOptions(**options), restart=restart))
+
+    def check(self, out: Path | None = None) -> Any:
+        assert self.sandbox.wait_idle()
+        kept = []
+        if out is not None and (out / MERGED_FILE).exists():
+            with (out / MERGED_FILE).open(newline="", encoding="utf-8") as handle:
+                kept = [row["source_id"] for row in csv.DictReader(handle)]
+        return verify_warehouse(self.engine, SCHEMA, self.sandbox.sandbox.customers, kept=kept)
+
+    def segment_calls(self) -> int:
+        return int(self.sandbox.sandbox.stats_json()["segment_requests"])
+
+    def bulk_items(self) -> int:
+        return int(self.sandbox.sandbox.stats_json()["customers_received"])
+
+
+@pytest.fixture
+def warehouse(postgres: Any, make_sandbox: Any) -> Iterator[Warehouse]:
+    url, engine = postgres.database()
+    sb = make_sandbox(profiles=PROFILES, seed=3)
+    create_views(engine, SCHEMA)
+    load(engine, SCHEMA, ProfileGenerator(sb.sandbox.settings))
+    yield Warehouse(url, engine, sb)
+    engine.dispose()
+
+
+def _profile_ids(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                f"SELECT DISTINCT canonical_segment_id FROM {SCHEMA}.user_identifiers "
+                "WHERE type = 'user_id' ORDER BY 1"
+            )
+        )
+        return [r[0] for r in rows]
+
+
+# -- the storage rule ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", "007", "1.0", "34", 34, 1.5, True, False, {"a": [1, None]}, [1, "x"], "", "[x"],
+)
+def test_trait_values_decode_as_documented(value: Any) -> None:
+    stored = stored_text(value)
+    assert decode(stored) == as_read(stored)  # the source and the sandbox agree
+    if isinstance(value, str | dict | list | bool):
+        assert decode(stored) == value
+    else:
+        assert decode(stored) == stored  # numbers stay text: lossless for string fields
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+def test_backfill_is_correct_to_the_last_field_and_calls_no_segment_api(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    result = warehouse.run(tmp_path)
+    assert result.exit_code == 0, result.stopped
+    check = warehouse.check()
+    assert check.ok, check.summary()
+    assert check.expected == result.counts.confirmed > 0
+    assert set(listed(tmp_path)) == check.no_identifier
+    assert ledger(tmp_path) == []
+    assert assert_valid_bodies(warehouse.sandbox) >= check.expected
+    assert warehouse.segment_calls() == 0
+
+
+def test_an_unchanged_rerun_reads_almost_nothing_and_sends_nothing(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    assert warehouse.run(tmp_path).exit_code == 0
+    sent = warehouse.bulk_items()
+    again = warehouse.run(tmp_path)
+    assert again.exit_code == 0
+    # Only the profiles of the last hourly sync, within the one-hour overlap, are read.
+    assert 0 < again.counts.profiles_read <= PROFILES // 100
+    assert again.counts.unchanged + again.counts.no_identifier == again.counts.profiles_read
+    exact = warehouse.run(tmp_path, env={"PROFILES_SYNC_OVERLAP_SECONDS": "0"})
+    assert exact.counts.profiles_read == 0  # the views say nothing changed since
+    assert warehouse.bulk_items() == sent
+    assert warehouse.check().ok
+
+
+def test_one_percent_changed_sends_exactly_those(warehouse: Warehouse, tmp_path: Path) -> None:
+    assert warehouse.run(tmp_path).exit_code == 0
+    sent = warehouse.bulk_items()
+    ids = _profile_ids(warehouse.engine)
+    changed = random.Random(5).sample(ids, max(1, len(ids) // 100))
+    for segment_id in changed:
+        set_traits(warehouse.engine, SCHEMA, segment_id, {"email": f"{segment_id}@new.example"})
+    again = warehouse.run(tmp_path, env={"PROFILES_SYNC_OVERLAP_SECONDS": "0"})
+    assert again.exit_code == 0
+    assert again.counts.profiles_read == len(changed)
+    assert warehouse.bulk_items() - sent == len(changed)
+    assert warehouse.check().ok
+
+
+def test_the_overlap_rereads_recent_rows_but_sends_nothing_unchanged(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    assert warehouse.run(tmp_path).exit_code == 0
+    ids = _profile_ids(warehouse.engine)
+    set_traits(warehouse.engine, SCHEMA, ids[0], {"phone": "+1 555 0100"})
+    sent = warehouse.bulk_items()
+    first = warehouse.run(tmp_path, env={"PROFILES_SYNC_OVERLAP_SECONDS": "0"})
+    assert first.counts.profiles_read == 1
+    second = warehouse.run(tmp_path)  # the change is within the overlap: read, not sent
+    assert second.counts.profiles_read == 1 and second.counts.unchanged == 1
+    assert warehouse.bulk_items() - sent == 1
+
+
+def test_a_removed_trait_is_cleared_and_keep_removed_keeps_it(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    assert warehouse.run(tmp_path).exit_code == 0
+    customers = warehouse.sandbox.sandbox.customers
+    with_phone = [c["source_id"] for c in customers.values() if "phone" in c][:2]
+    owners = {
+        r[1]: r[0]
+        for r in warehouse.engine.connect().execute(
+            text(
+                f"SELECT canonical_segment_id, value FROM {SCHEMA}.user_identifiers "
+                "WHERE type = 'user_id'"
+            )
+        )
+    }
+    for source_id in with_phone:
+        set_traits(warehouse.engine, SCHEMA, owners[source_id], {"phone": None})
+    kept = warehouse.run(tmp_path / "kept", keep_removed=True, restart=True)
+    assert kept.exit_code == 0
+    assert all(customers[s].get("phone") for s in with_phone)  # --keep-removed: untouched
+    again = warehouse.run(tmp_path, env={"PROFILES_SYNC_OVERLAP_SECONDS": "0"})
+    assert again.exit_code == 0
+    assert all(customers[s].get("phone") is None for s in with_phone)  # cleared by a null
+    assert warehouse.check().ok
+
+
+def test_merges_reread_the_survivor_and_list_what_only_the_merged_profile_fed(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    assert warehouse.run(tmp_path).exit_code == 0
+    ids = _profile_ids(warehouse.engine)
+    merged, survivor = ids[3], ids[4]
+    merge(warehouse.engine, SCHEMA, merged, survivor)
+    again = warehouse.run(tmp_path, env={"PROFILES_SYNC_OVERLAP_SECONDS": "0"})
+    assert again.exit_code == 0
+    assert again.counts.profiles_read == 1  # only the survivor
+    with (tmp_path / MERGED_FILE).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["segment_id"], r["canonical_segment_id"]) for r in rows] == [(merged, survivor)]
+    check = warehouse.check(tmp_path)
+    assert check.ok, check.summary()
+    assert rows[0]["source_id"] in warehouse.sandbox.sandbox.customers  # never deleted
+
+
+def test_kill_9_mid_backfill_then_rerun_ends_identical(
+    postgres: Any, make_sandbox: Any, tmp_path: Path
+) -> None:
+    url, engine = postgres.database()
+    sb = make_sandbox(profiles=3000, seed=4, async_delay=0.3)
+    create_views(engine, SCHEMA)
+    load(engine, SCHEMA, ProfileGenerator(sb.sandbox.settings))
+    env = child_env(
+        sb,
+        MIGRATOR_SOURCE="profiles-sync",
+        PROFILES_SYNC_URL=url,
+        PROFILES_SYNC_SCHEMA=SCHEMA,
+        VOUCHERIFY_RATE_LIMIT="1200",  # slow enough to be killed half-way
+    )
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "migrator.cli", "run", "--no-input", "--out-dir", str(out)]
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(
+        lambda: (
+            bool(read_state(out, "SELECT COUNT(*) FROM customers")[0][0])
+            if read_state(out, "SELECT COUNT(*) FROM customers")
+            else False
+        ),
+        60,
+        "the first confirmed customers",
+    )
+    time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    checkpoint = json.loads(read_state(out, "SELECT value FROM meta WHERE key='checkpoint'")[0][0])
+    assert checkpoint["source"] == "profiles-sync"
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "Traceback" not in second.stderr
+    assert sb.wait_idle()
+    check = verify_warehouse(engine, SCHEMA, sb.sandbox.customers)
+    assert check.ok, check.summary()
+    assert sb.sandbox.stats_json()["segment_requests"] == 0
+    engine.dispose()
+
+
+# -- the source on its own ---------------------------------------------------------------------
+
+
+def test_pages_cover_every_profile_once_in_order_and_resume_from_a_position(
+    warehouse: Warehouse,
+) -> None:
+    async def read(start: str | None, pages: int | None = None) -> tuple[list[str], str | None]:
+        source = ProfilesSyncSource(
+            warehouse.url,
+            SCHEMA,
+            identifier="user_id",
+            traits=STANDARD_TRAITS,
+            watermark=None,
+            full=False,
+            page_size=64,
+        )
+        seen: list[str] = []
+        position = None
+        async with source:
+            async for page in source.pages(start):
+                seen.extend(p.segment_id for p in page.profiles)
+                position = page.next_position
+                if pages is not None and len(seen) >= pages * 64:
+                    break
+        return seen, position
+
+    everything, _ = asyncio.run(read(None))
+    assert everything == sorted(set(everything)) and len(everything) == PROFILES
+    half, position = asyncio.run(read(None, pages=3))
+    rest, _ = asyncio.run(read(position))
+    assert half + rest == everything
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite", "mssql", "oracle"])
+def test_every_query_compiles_for_other_dialects(dialect: str) -> None:
+    """No Postgres-only construct: the same queries serve every warehouse."""
+    from sqlalchemy.dialects import registry
+
+    compiled = registry.load(dialect)()
+    v = sql.views("ps")
+    queries = [
+        *sql.profile_ids(v, since=True, limit=10),
+        *sql.profile_ids(v, since=False, limit=10),
+        sql.traits_of(v, ["email"], ranged=True),
+        sql.traits_of(v, None, ranged=False),
+        sql.identifiers_of(v, ranged=True),
+        sql.identifiers_of(v, ranged=False),
+        sql.merges_since(v, since=True),
+        sql.watermark(v),
+    ]
+    for query in queries:
+        assert str(query.compile(dialect=compiled)).startswith("SELECT")
+
+
+# -- bad configuration -------------------------------------------------------------------------
+
+
+def _open(url: str, schema: str = SCHEMA) -> None:
+    source = ProfilesSyncSource(
+        url,
+        schema,
+        identifier="user_id",
+        traits=None,
+        watermark=None,
+        full=False,
+        secrets=("s3cret-pw",),
+    )
+
+    async def go() -> None:
+        async with source:
+            pass
+
+    asyncio.run(go())
+
+
+def test_bad_configuration_is_one_line_without_the_password(
+    warehouse: Warehouse, postgres: Any
+) -> None:
+    host = f"?host={postgres.dir}"
+    cases = {
+        "unreachable": "postgresql://u:s3cret-pw@127.0.0.1:1/db",
+        "wrong password": f"postgresql://nobody:s3cret-pw@/{warehouse.engine.url.database}{host}",
+        "no such database": f"postgresql://postgres:s3cret-pw@/nope{host}",
+    }
+    for what, url in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            _open(url)
+        message = str(caught.value)
+        assert "s3cret-pw" not in message and "\n" not in message, what
+    with pytest.raises(ConfigError, match="no such schema"):
+        _open(warehouse.url, "missing_schema")
+    with warehouse.engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {SCHEMA}.user_identifiers DROP COLUMN seq"))
+    with pytest.raises(ConfigError, match="user_identifiers lacks column.*seq"):
+        _open(warehouse.url)
+    with warehouse.engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {SCHEMA}.user_identifiers ADD COLUMN seq bigint"))
+        conn.execute(text(f"DROP TABLE {SCHEMA}.profile_merges"))
+    with pytest.raises(ConfigError, match="profile_merges is missing"):
+        _open(warehouse.url)
+
+
+def test_bad_configuration_on_the_command_line_is_exit_2(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    env = child_env(warehouse.sandbox, **warehouse.env(PROFILES_SYNC_SCHEMA="nope"))
+    for variable in ("SEGMENT_ACCESS_TOKEN", "SEGMENT_SPACE_ID"):
+        env.pop(variable, None)  # not needed by this source
+    done = subprocess.run(
+        [sys.executable, "-m", "migrator.cli", "run", "--no-input", "--out-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no such schema" in lines[0], done.stderr
+    assert warehouse.bulk_items() == 0
