@@ -365,9 +365,14 @@ def demo(
         ),
     ] = None,
     metadata: Metadata = None,
+    source: SourceOption = None,
 ) -> None:
-    """Migrate a local sandbox of both APIs and verify every customer. Needs no credentials."""
-    from migrator_sandbox.demo import run_demo
+    """Migrate a local sandbox of both APIs and verify every customer. Needs no credentials.
+
+    With --source profiles-sync the profiles are loaded into a throwaway Postgres (the
+    pgserver wheel: pip install -e '.[sandbox]') and read from Profiles Sync views.
+    """
+    from migrator_sandbox.demo import run_demo, run_demo_profiles_sync
     from migrator_sandbox.settings import SandboxSettings
 
     _setup_logging(None, False, ())
@@ -379,16 +384,21 @@ def demo(
         latency_min_ms=20,
         latency_max_ms=80,
     )
+    warehouse = source == SourceName.profiles_sync
+    where = (
+        "Profiles Sync views in a local Postgres"
+        if warehouse
+        else (f"Segment limit {segment_rate} requests/s")
+    )
     console.print(
-        f"sandbox: {profiles} generated profiles, Segment limit {segment_rate} requests/s, "
-        f"Voucherify 2,000 requests/min; files in {target}",
+        f"sandbox: {profiles} generated profiles, {where}, Voucherify 2,000 requests/min; "
+        f"files in {target}",
         markup=False,
     )
+    mode = (metadata or MetadataMode.metadata).value
+    demo_run = run_demo_profiles_sync if warehouse else run_demo
     result = _execute(
-        lambda view: run_demo(
-            sandbox, target, (metadata or MetadataMode.metadata).value, on_start=view.attach
-        ),
-        total=profiles,
+        lambda view: demo_run(sandbox, target, mode, on_start=view.attach), total=profiles
     )
     show_summary(result.run, "migrator demo")
     show_demo(result)
@@ -463,9 +473,18 @@ def sandbox(ctx: typer.Context) -> None:
 
     options = parse_args(list(ctx.args), prog="migrator sandbox")
     try:
-        serve(options.settings, options.host, options.port, access_log=options.access_log)
+        serve(
+            options.settings,
+            options.host,
+            options.port,
+            access_log=options.access_log,
+            profiles_sync=options.profiles_sync,
+        )
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+    except ConfigError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,23 +113,26 @@ class Pipeline:
 
     async def _preflight(self) -> None:
         """Check the Voucherify credentials before reading anything, pace under the limit
-        Voucherify announces when it is lower than configured, and warn about a metadata
-        schema that will reject undefined keys (those customers go to the ledger)."""
+        Voucherify announces when it is lower than configured, say which budget bounds the
+        run, and read the metadata schema the customers are fitted to."""
         schema = await self.voucherify.customer_metadata_schema()
         self.voucherify.adopt_announced_limit()
         writes = self.voucherify.customers_per_second()
-        if self.source.ceiling is None or writes < self.source.ceiling:
-            read = (
-                ""
-                if self.source.ceiling is None
-                else (f", while the source allows {self.source.ceiling:.0f} profiles/s")
-            )
+        ceiling = self.source.ceiling
+        if ceiling is not None and writes < ceiling:
             log.warning(
                 "Voucherify's budget of %g requests/min bounds this run: about %.0f customers/s "
-                "can be written%s. If your plan allows more, raise VOUCHERIFY_RATE_LIMIT.",
+                "can be written, while the source allows %.0f profiles/s. If your plan allows "
+                "more, raise VOUCHERIFY_RATE_LIMIT.",
                 self.voucherify.requests_per_minute,
                 writes,
-                read,
+                ceiling,
+            )
+        elif ceiling is None:  # a warehouse: Voucherify always sets the pace
+            log.info(
+                "Voucherify's budget of %g requests/min sets the pace: about %.0f customers/s",
+                self.voucherify.requests_per_minute,
+                writes,
             )
         try:
             self.schema = MetadataSchema.from_body(schema)
@@ -218,7 +221,7 @@ class Pipeline:
             log.info(warning)
         for field in mapped.dropped:
             self.dropped[field] += 1
-            log.info("%s dropped for %s: a value of a type it cannot take", field, segment_id)
+            log.info("%s dropped for %s: a type or format it cannot take", field, segment_id)
         customer = mapped.customer
         if mapped.refused is not None:
             self.ledger.failed(segment_id, mapped.source_id, mapped.refused, None)
@@ -308,7 +311,7 @@ class Pipeline:
         }
         for field, count in sorted(self.dropped.items()):
             log.warning(
-                "%s: %d value%s dropped, of a type the field cannot take "
+                "%s: %d value%s dropped, of a type or format the field cannot take "
                 "(segment_ids in the log with -v or --log-file)",
                 field,
                 count,

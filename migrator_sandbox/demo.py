@@ -16,9 +16,11 @@ from migrator.config import RunOptions, load_settings
 from migrator.mapping import MetadataMode
 from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
 from migrator.runner import OnStart, RunResult, run_migration
+from migrator_sandbox.generator import ProfileGenerator
 from migrator_sandbox.oracle import Verification, verify
 from migrator_sandbox.server import SandboxServer
 from migrator_sandbox.settings import SandboxSettings
+from migrator_sandbox.warehouse import WarehouseCheck
 
 #: The demo's Voucherify plan: Organization (2,000 requests/minute).
 DEMO_VOUCHERIFY_RATE = 2000
@@ -27,7 +29,7 @@ DEMO_VOUCHERIFY_RATE = 2000
 @dataclass
 class DemoResult:
     run: RunResult
-    verification: Verification
+    verification: Verification | WarehouseCheck
     listed_without_identifier: int
     listed_correctly: bool
     ledger_lines: int
@@ -81,3 +83,63 @@ def _listed(path: Path) -> list[str]:
         return []
     with path.open(newline="", encoding="utf-8") as handle:
         return [row["segment_id"] for row in csv.DictReader(handle)]
+
+
+#: The schema of the demo's Profiles Sync views.
+DEMO_SCHEMA = "segment_profiles"
+
+
+async def run_demo_profiles_sync(
+    sandbox_settings: SandboxSettings,
+    out_dir: Path,
+    metadata_mode: str = "metadata",
+    on_start: OnStart | None = None,
+    database_url: str | None = None,
+) -> DemoResult:
+    """The demo with the Profiles Sync source: the generated profiles are loaded into a
+    real Postgres (a throwaway `pgserver` unless `database_url` is given), the run reads
+    the views, and an independent reader of the views checks what Voucherify holds."""
+    import asyncio
+
+    from migrator_sandbox.warehouse import Postgres, create_views, load, verify_warehouse
+
+    with Postgres.serve(database_url) as postgres:
+        engine = postgres.engine()
+        await asyncio.to_thread(create_views, engine, DEMO_SCHEMA)
+        await asyncio.to_thread(load, engine, DEMO_SCHEMA, ProfileGenerator(sandbox_settings))
+        async with SandboxServer(sandbox_settings) as server:
+            env = server.env() | {
+                "MIGRATOR_SOURCE": "profiles-sync",
+                "PROFILES_SYNC_URL": postgres.url,
+                "PROFILES_SYNC_SCHEMA": DEMO_SCHEMA,
+            }
+            env.setdefault("VOUCHERIFY_RATE_LIMIT", str(DEMO_VOUCHERIFY_RATE))
+            settings = load_settings(env)
+            result = await run_migration(
+                settings,
+                out_dir,
+                RunOptions(metadata_mode=MetadataMode(metadata_mode)),
+                restart=True,
+                on_start=on_start,
+            )
+            await server.sandbox.wait_idle()
+            check = await asyncio.to_thread(
+                verify_warehouse,
+                engine,
+                DEMO_SCHEMA,
+                server.sandbox.customers,
+                settings.identifier,
+                metadata_mode,
+            )
+        engine.dispose()
+    listed = _listed(out_dir / NO_IDENTIFIER_FILE)
+    ledger = out_dir / FAILURES_FILE
+    ledger_lines = len(ledger.read_text(encoding="utf-8").splitlines()) if ledger.exists() else 0
+    return DemoResult(
+        run=result,
+        verification=check,
+        listed_without_identifier=len(listed),
+        listed_correctly=sorted(listed) == sorted(check.no_identifier),
+        ledger_lines=ledger_lines,
+        segment_429=0,
+    )

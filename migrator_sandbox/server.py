@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import shlex
@@ -241,15 +242,16 @@ def serve(
     port: int = 8765,
     *,
     access_log: bool = False,
+    profiles_sync: bool = False,
 ) -> None:
     """Serve until Ctrl-C, after printing the ``export`` lines a shell needs."""
     if access_log:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    async def main() -> None:
+    async def main(warehouse: dict[str, str]) -> None:
         server = await SandboxServer(settings, access_log=access_log).start(host, port)
         try:
-            for name, value in server.env().items():
+            for name, value in (server.env() | warehouse).items():
                 print(f"export {name}={shlex.quote(value)}")
             print(
                 f"# sandbox: {settings.profiles} profiles (seed {settings.seed}) at {server.url};"
@@ -260,7 +262,24 @@ def serve(
         finally:
             await server.stop()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        print("# sandbox stopped", file=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        warehouse: dict[str, str] = {}
+        if profiles_sync:
+            from migrator_sandbox.demo import DEMO_SCHEMA
+            from migrator_sandbox.generator import ProfileGenerator
+            from migrator_sandbox.warehouse import Postgres, create_views, load
+
+            postgres = stack.enter_context(Postgres.serve())
+            engine = postgres.engine()
+            create_views(engine, DEMO_SCHEMA)
+            load(engine, DEMO_SCHEMA, ProfileGenerator(settings))
+            engine.dispose()
+            warehouse = {
+                "MIGRATOR_SOURCE": "profiles-sync",
+                "PROFILES_SYNC_URL": postgres.url,
+                "PROFILES_SYNC_SCHEMA": DEMO_SCHEMA,
+            }
+        try:
+            asyncio.run(main(warehouse))
+        except KeyboardInterrupt:
+            print("# sandbox stopped", file=sys.stderr)

@@ -85,6 +85,7 @@ class ServeOptions(NamedTuple):
     host: str
     port: int
     access_log: bool
+    profiles_sync: bool = False
 
 
 def _latency(text: str) -> tuple[float, float]:
@@ -111,6 +112,12 @@ def build_parser(prog: str = "python -m migrator_sandbox") -> argparse.ArgumentP
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--profiles-sync",
+        action="store_true",
+        help="also load the profiles into a Profiles Sync warehouse (a throwaway Postgres "
+        "from the pgserver wheel) and print the variables of that source",
+    )
     parser.add_argument("--latency-ms", type=_latency, metavar="MIN,MAX", default=(0.0, 0.0))
     parser.add_argument("--metadata-schema", type=_schema, metavar="JSON", default={})
     # Every other setting becomes --its-name, typed by its default.
@@ -134,5 +141,6 @@ def parse_args(
 ) -> ServeOptions:
     args = vars(build_parser(prog).parse_args(argv))
     host, port, access_log = args.pop("host"), args.pop("port"), args.pop("access_log")
+    profiles_sync = args.pop("profiles_sync")
     args["latency_min_ms"], args["latency_max_ms"] = args.pop("latency_ms")
-    return ServeOptions(SandboxSettings(**args), host, port, access_log)
+    return ServeOptions(SandboxSettings(**args), host, port, access_log, profiles_sync)

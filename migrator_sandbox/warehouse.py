@@ -10,16 +10,22 @@ two million trait rows) load in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Index, MetaData, text
+from sqlalchemy import Engine, Index, MetaData, create_engine, text
 from sqlalchemy.schema import CreateSchema
 
+from migrator.exceptions import ConfigError
 from migrator.sources import profiles_sync_sql as views_sql
+from migrator.sources.profiles_sync import engine_url
 from migrator_sandbox.generator import GeneratedProfile
 from migrator_sandbox.oracle import expected_customer
 
@@ -201,6 +207,40 @@ def merge(
 # -- the independent check ---------------------------------------------------------------------
 
 
+class Postgres:
+    """A Postgres for the demo and the `sandbox --profiles-sync` command: a throwaway
+    server from the `pgserver` wheel, or the database a URL names."""
+
+    def __init__(self, url: str, server: Any = None, directory: Path | None = None) -> None:
+        self.url = url
+        self._server = server
+        self._dir = directory
+
+    @classmethod
+    @contextlib.contextmanager
+    def serve(cls, url: str | None = None) -> Iterator[Postgres]:
+        if url:
+            yield cls(url)
+            return
+        try:
+            import pgserver
+        except ImportError:
+            raise ConfigError(
+                "the Profiles Sync sandbox needs a Postgres: pip install -e '.[sandbox]' "
+                "(the pgserver wheel), or set PROFILES_SYNC_URL to a database it may fill"
+            ) from None
+        directory = Path(tempfile.mkdtemp(prefix="migrator-warehouse-"))
+        server = pgserver.get_server(directory, cleanup_mode="delete")
+        try:
+            yield cls(f"postgresql://postgres:@/postgres?host={directory}", server, directory)
+        finally:
+            server.cleanup()
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def engine(self) -> Engine:
+        return create_engine(engine_url(self.url))
+
+
 @dataclass
 class WarehouseCheck:
     expected: int = 0
@@ -213,6 +253,10 @@ class WarehouseCheck:
     @property
     def ok(self) -> bool:
         return not (self.missing or self.wrong or self.unexpected)
+
+    @property
+    def arrived(self) -> int:
+        return self.expected - len(self.missing)
 
     def summary(self) -> str:
         return (
