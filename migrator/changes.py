@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 #: Fields whose keys are tracked one by one, so one key can be cleared alone.
@@ -40,12 +41,18 @@ def _json_safe(value: Any) -> Any:
 
 def digest(value: Any) -> str:
     """A short stable hash of a JSON value; key order inside objects does not matter."""
+    if type(value) is str:  # most fields: the same text json.dumps makes, without its setup
+        return _hash(encode_basestring(value))
     try:
         text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     except ValueError:  # an int past the 4300-digit conversion limit
         text = json.dumps(
             _json_safe(value), sort_keys=True, ensure_ascii=False, separators=(",", ":")
         )
+    return _hash(text)
+
+
+def _hash(text: str) -> str:
     # surrogatepass: JSON input may carry lone surrogates ("\ud800"), which utf-8 rejects.
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
@@ -69,25 +76,31 @@ def diff(
     *,
     clear_removed: bool = True,
     send_all: bool = False,
+    current: Fingerprints | None = None,
 ) -> dict[str, Any]:
     """`source_id` plus what changed since `previous`; `{"source_id": ...}` alone: unchanged.
 
     A changed field is sent whole (address and metadata included, so the result is right
     whether Voucherify merges or replaces them); `send_all` sends every field (`--full`).
     With `clear_removed`, a field or key that `previous` has and `customer` lacks is sent
-    as `null`.
+    as `null`. `current`: `fingerprints(customer)`, when the caller has it already.
     """
+    new_prints = fingerprints(customer) if current is None else current
     reduced: dict[str, Any] = {"source_id": customer["source_id"]}
     for field, value in customer.items():
         if field == "source_id" or value is None:
             continue
         old = previous.get(field)
-        if field in OBJECT_FIELDS and isinstance(value, dict) and isinstance(old, dict):
-            new = {k: digest(v) for k, v in value.items() if v is not None}
+        new = new_prints[field]
+        if isinstance(new, dict) and isinstance(old, dict):
             removed = [k for k in old if k not in new] if clear_removed else []
             if send_all or removed or any(old.get(k) != h for k, h in new.items()):
                 reduced[field] = {**value, **dict.fromkeys(removed)}
-        elif send_all or isinstance(old, dict) or old != digest(value):
+        elif (
+            send_all
+            or isinstance(old, dict)
+            or old != (new if isinstance(new, str) else digest(value))
+        ):
             reduced[field] = value
     if clear_removed:
         for field, old in previous.items():

@@ -37,14 +37,20 @@ class OutputFiles:
         self.dry_run = out_dir / DRY_RUN_FILE
         self.merged = out_dir / MERGED_FILE
         self._dry_run_handle: Any = None
+        self._no_identifier_handle: Any = None
+        self._no_identifier_writer: Any = None
 
     def append_no_identifier(self, segment_id: str) -> None:
-        new = not self.no_identifier.exists()
-        with self.no_identifier.open("a", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
+        if self._no_identifier_writer is None:  # opened once: a run may list many
+            new = not self.no_identifier.exists()
+            self._no_identifier_handle = self.no_identifier.open(
+                "a", newline="", encoding="utf-8"
+            )
+            self._no_identifier_writer = csv.writer(self._no_identifier_handle)
             if new:
-                writer.writerow(["segment_id"])
-            writer.writerow([segment_id])
+                self._no_identifier_writer.writerow(["segment_id"])
+        self._no_identifier_writer.writerow([segment_id])
+        self._no_identifier_handle.flush()  # watchable as it grows
 
     def append_merged(self, segment_id: str, canonical: str, source_id: str) -> None:
         new = not self.merged.exists()
@@ -68,6 +74,9 @@ class OutputFiles:
         if self._dry_run_handle is not None:
             self._dry_run_handle.close()
             self._dry_run_handle = None
+        if self._no_identifier_handle is not None:
+            self._no_identifier_handle.close()
+            self._no_identifier_handle = self._no_identifier_writer = None
 
     def rewrite(
         self,

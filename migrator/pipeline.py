@@ -253,11 +253,13 @@ class Pipeline:
                 return
             customer = checked
         previous = {} if written is None else written[1]
+        prints = fingerprints(customer)
         payload = diff(
             customer,
             previous,
             clear_removed=not self.options.keep_removed,
             send_all=self.options.full,
+            current=prints,
         )
         if written is not None and not self.options.full and is_unchanged(payload):
             self.counts.unchanged += 1
@@ -268,7 +270,7 @@ class Pipeline:
             self.tracker.settle(page)
             return
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        item = Item(page, segment_id, source_id, payload, body, fingerprints(customer))
+        item = Item(page, segment_id, source_id, payload, body, prints)
         if not fits_alone(body):
             self._failed(item, "customer is larger than the 10 MB bulk limit")
             return

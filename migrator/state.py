@@ -327,6 +327,8 @@ class StateStore:
         row = self._db.execute(
             "SELECT segment_id, seen FROM owners WHERE source_id = ?", (source_id,)
         ).fetchone()
+        if row is not None and row[0] == segment_id and row[1] == seen:
+            return segment_id  # the usual case on a rerun: nothing to write
         if row is None or row[0] == segment_id or (seen, segment_id) < (row[1], row[0]):
             self._db.execute(
                 "INSERT OR REPLACE INTO owners (source_id, segment_id, seen) VALUES (?, ?, ?)",
