@@ -39,10 +39,12 @@ __all__ = ["Counts", "Pipeline", "RunOptions", "RunStopped"]
 
 log = logging.getLogger("migrator.pipeline")
 
-#: Pages read ahead of the one being processed. A Profile API list call waits in the
-#: limiter behind every profile request already queued (~0.4 s), and a 429 on it costs
-#: 1 s more; 10 pages (1,000 ids, ~2 s of work at 1,000 req/s) keep the readers fed.
-PREFETCH_PAGES = 10
+#: Profiles read ahead of the page being processed, counted in whole pages (at least
+#: one). A Profile API list call waits in the limiter behind every profile request already
+#: queued (~0.4 s), and a 429 on it costs 1 s more; 1,000 ids (10 pages, ~2 s of work at
+#: 1,000 req/s) keep the readers fed. A warehouse page carries 2,000 complete profiles:
+#: one page ahead keeps the database busy while the last is mapped, and memory flat.
+PREFETCH_PROFILES = 1000
 
 
 class Pipeline:
@@ -173,16 +175,25 @@ class Pipeline:
             self.state.commit()
 
     async def _read_all(self, pages: AsyncIterator[Page]) -> None:
-        queue: asyncio.Queue[Page | None] = asyncio.Queue(PREFETCH_PAGES)
+        queue: asyncio.Queue[Page | None] = asyncio.Queue()
+        ahead = 0  # profiles in the queue
+        taken = asyncio.Event()
 
         async def prefetch() -> None:
+            nonlocal ahead
             async for page in pages:
                 await queue.put(page)
+                ahead += len(page)
+                while ahead >= PREFETCH_PROFILES:
+                    taken.clear()
+                    await taken.wait()
             await queue.put(None)
 
         async with asyncio.TaskGroup() as readers:  # its end: every profile task is done
             readers.create_task(prefetch())
             while (page := await queue.get()) is not None:
+                ahead -= len(page)
+                taken.set()
                 tracked = self.tracker.add(page.next_position, len(page))
                 for profile in page.profiles:
                     await self._migrate(tracked, profile)
