@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,15 +37,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import throughput  # noqa: E402  (the process, RSS and pacing helpers)
 
-from migrator_sandbox.generator import ProfileGenerator  # noqa: E402
 from migrator_sandbox.server import ThreadedSandbox  # noqa: E402
 from migrator_sandbox.settings import SandboxSettings  # noqa: E402
-from migrator_sandbox.warehouse import (  # noqa: E402
-    Postgres,
-    create_views,
-    load,
-    verify_warehouse,
-)
+from migrator_sandbox.warehouse import Postgres, verify_warehouse  # noqa: E402
 
 RATE = 2000  # Voucherify requests/minute of the write scenario (Organization plan)
 
@@ -109,13 +104,32 @@ def migrate(
     return run, _report(workdir)
 
 
+#: Loads the views in a child process: generating 100,000 profiles grows a process by
+#: hundreds of MB, and a migrator forked from a big parent reports the parent's size as
+#: its peak RSS (ru_maxrss counts the pages it had between fork and exec).
+LOADER = """
+import sys
+from sqlalchemy import create_engine
+from migrator.sources.profiles_sync import engine_url
+from migrator_sandbox.generator import ProfileGenerator
+from migrator_sandbox.settings import SandboxSettings
+from migrator_sandbox.warehouse import create_views, load
+url, schema, profiles, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+engine = create_engine(engine_url(url))
+create_views(engine, schema)
+load(engine, schema, ProfileGenerator(SandboxSettings(profiles=profiles, seed=seed)))
+"""
+
+
 def warehouse(postgres: Postgres, profiles: int, seed: int) -> tuple[str, ThreadedSandbox]:
-    engine = postgres.engine()
     schema = f"ps_{profiles}"
     started = time.monotonic()
-    create_views(engine, schema)
-    load(engine, schema, ProfileGenerator(SandboxSettings(profiles=profiles, seed=seed)))
-    engine.dispose()
+    subprocess.run(
+        [sys.executable, "-c", LOADER, postgres.url, schema, str(profiles), str(seed)],
+        check=True,
+        cwd=ROOT,
+        env=throughput._clean_env(),
+    )
     print(f"# loaded {profiles:,} profiles in {time.monotonic() - started:.0f} s", flush=True)
     return schema, ThreadedSandbox(
         SandboxSettings(profiles=1, voucherify_rate=RATE, async_delay=0.2)

@@ -175,9 +175,8 @@ _Run = Callable[
 ]
 
 
-def _wrong_type(*values: Any) -> bool:
-    """A value that no text field can take: a boolean, an object or a list."""
-    return any(isinstance(v, bool | dict | list) for v in values)
+#: Values no text field can take (so their drop is counted): a boolean, an object, a list.
+_NOT_TEXT = (bool, dict, list)
 
 
 class _Writer:
@@ -195,7 +194,7 @@ class _Writer:
             "_deepcopy": copy.deepcopy,
             "_EMPTY": _EMPTY,
             "string_value": string_value,
-            "_wrong_type": _wrong_type,
+            "_NOT_TEXT": _NOT_TEXT,
         }
         self.nested: dict[str, str] = {}  # trait -> local holding it when it is a dict
 
@@ -240,7 +239,8 @@ class _Writer:
                 self.emit(1, f"if value is None: value = {convert}({expr})")
             plain = [self.path(src) for src in entry.sources if not isinstance(src, Join)]
             if plain:
-                self.emit(1, f"if value is None and _wrong_type({', '.join(plain)}):")
+                wrong = " or ".join(f"isinstance({expr}, _NOT_TEXT)" for expr in plain)
+                self.emit(1, f"if value is None and ({wrong}):")
                 self.emit(2, f"dropped.append({label!r})")
         elif kind is not None:
             convert = self.bind("convert", TRANSFORMS[kind])

@@ -244,8 +244,12 @@ class Pipeline:
             return
         self.ledger.identified(segment_id)
         source_id = customer["source_id"]
-        seen = seen_key(profile.external_ids, self.identifier, source_id)
-        owner = self.state.claim(source_id, segment_id, seen, self.ledger.run_id)
+        owner = self.state.claim(
+            source_id,
+            segment_id,
+            lambda: seen_key(profile.external_ids, self.identifier, source_id),
+            self.ledger.run_id,
+        )
         if owner != segment_id:
             self.ledger.duplicate(segment_id, source_id, owner)
             self.tracker.settle(page)
@@ -263,6 +267,11 @@ class Pipeline:
                 self.tracker.settle(page)
                 return
             customer = checked
+        if written is None and self.options.dry_run:
+            # Never written, and a dry run remembers nothing: the whole customer, no hashes.
+            self.ledger.would_send(customer)
+            self.tracker.settle(page)
+            return
         previous = {} if written is None else written[1]
         prints = fingerprints(customer)
         payload = diff(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,9 @@ class StateStore:
             self._db.executescript(SCHEMA)
             self._migrate()
             self._db.commit()
+            self._no_identifier_listed = bool(
+                self._db.execute("SELECT EXISTS (SELECT 1 FROM no_identifier)").fetchone()[0]
+            )
         except sqlite3.DatabaseError as exc:
             raise StateDamaged(self.path, exc) from None
 
@@ -318,18 +321,22 @@ class StateStore:
 
     # -- one owner per source_id ------------------------------------------------------
 
-    def claim(self, source_id: str, segment_id: str, seen: str, run_id: int) -> str:
+    def claim(
+        self, source_id: str, segment_id: str, seen_key: Callable[[], str], run_id: int
+    ) -> str:
         """Record that `segment_id` resolves to `source_id`; returns the owner's segment_id.
 
-        The owner is the profile that got the identifier first (`seen` sorts by instant),
-        ties by segment_id: the same answer whatever order the profiles are read in.
+        The owner is the profile that got the identifier first (`seen_key()` sorts by
+        instant), ties by segment_id: the same answer whatever order the profiles are read
+        in. The key is computed only when there is something to decide.
         """
         row = self._db.execute(
             "SELECT segment_id, seen FROM owners WHERE source_id = ?", (source_id,)
         ).fetchone()
-        if row is not None and row[0] == segment_id and row[1] == seen:
+        if row is not None and row[0] == segment_id:
             return segment_id  # the usual case on a rerun: nothing to write
-        if row is None or row[0] == segment_id or (seen, segment_id) < (row[1], row[0]):
+        seen = seen_key()
+        if row is None or (seen, segment_id) < (row[1], row[0]):
             self._db.execute(
                 "INSERT OR REPLACE INTO owners (source_id, segment_id, seen) VALUES (?, ?, ?)",
                 (source_id, segment_id, seen),
@@ -417,9 +424,12 @@ class StateStore:
             "INSERT OR IGNORE INTO no_identifier (segment_id, run_id, seen_at) VALUES (?, ?, ?)",
             (segment_id, run_id, time.time()),
         )
+        self._no_identifier_listed = True
         return cur.rowcount == 1
 
     def remove_no_identifier(self, segment_id: str) -> bool:
+        if not self._no_identifier_listed:
+            return False  # an empty list: no statement per profile
         cur = self._db.execute("DELETE FROM no_identifier WHERE segment_id = ?", (segment_id,))
         return cur.rowcount == 1
 
