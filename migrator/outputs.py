@@ -43,9 +43,7 @@ class OutputFiles:
     def append_no_identifier(self, segment_id: str) -> None:
         if self._no_identifier_writer is None:  # opened once: a run may list many
             new = not self.no_identifier.exists()
-            self._no_identifier_handle = self.no_identifier.open(
-                "a", newline="", encoding="utf-8"
-            )
+            self._no_identifier_handle = self.no_identifier.open("a", newline="", encoding="utf-8")
             self._no_identifier_writer = csv.writer(self._no_identifier_handle)
             if new:
                 self._no_identifier_writer.writerow(["segment_id"])

@@ -23,7 +23,7 @@ from typing import Any
 
 from migrator.actions import ActionWatcher, errors_by_source_id, follow, poll_interval
 from migrator.batching import Batch, Batcher, Item, fits_alone
-from migrator.changes import diff, fingerprints, is_unchanged
+from migrator.changes import Fingerprints, diff, fingerprints, is_unchanged
 from migrator.checkpoint import Checkpointer, PageTracker, TrackedPage
 from migrator.config import RunOptions
 from migrator.identity import seen_key
@@ -218,6 +218,36 @@ class Pipeline:
     async def _migrate(self, page: TrackedPage, profile: Profile) -> None:
         """Map one profile, and send its customer unless nothing changed."""
         self.counts.profiles_read += 1
+        customer = self._owned_customer(profile)
+        if customer is None:
+            self.tracker.settle(page)
+            return
+        segment_id, source_id = profile.segment_id, customer["source_id"]
+        # One item per source_id in flight: the next waits for the last to settle, so a
+        # batch never holds two, and it is compared with what was really written.
+        while (settled := self._in_flight.get(source_id)) is not None:
+            await settled
+        written = self.state.written(source_id)
+        if written is not None and written[0] != segment_id:
+            self.state.set_owner(source_id, segment_id)  # a merge or a new owner took it
+        if self.schema is not None:
+            customer = self._checked(segment_id, customer, creating=written is None)
+        payload, prints = self._payload(customer, None if written is None else written[1])
+        if payload is None:
+            self.tracker.settle(page)
+            return
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        item = Item(page, segment_id, source_id, payload, body, prints)
+        if not fits_alone(body):
+            self._failed(item, "customer is larger than the 10 MB bulk limit")
+            return
+        self._in_flight[source_id] = asyncio.get_running_loop().create_future()
+        self._batcher.add(item)
+        await self._watcher.room()  # backpressure: hold this profile until Voucherify has room
+
+    def _owned_customer(self, profile: Profile) -> dict[str, Any] | None:
+        """The profile's customer, if it has one and owns its source_id; otherwise the
+        profile is accounted for here (ledger, no-identifier or duplicate list)."""
         segment_id = profile.segment_id
         mapped = map_profile(
             segment_id,
@@ -236,12 +266,10 @@ class Pipeline:
         customer = mapped.customer
         if mapped.refused is not None:
             self.ledger.failed(segment_id, mapped.source_id, mapped.refused, None)
-            self.tracker.settle(page)
-            return
+            return None
         if customer is None:
             self.ledger.no_identifier(segment_id)
-            self.tracker.settle(page)
-            return
+            return None
         self.ledger.identified(segment_id)
         source_id = customer["source_id"]
         owner = self.state.claim(
@@ -252,51 +280,34 @@ class Pipeline:
         )
         if owner != segment_id:
             self.ledger.duplicate(segment_id, source_id, owner)
-            self.tracker.settle(page)
-            return
-        # One item per source_id in flight: the next waits for the last to settle, so a
-        # batch never holds two, and it is compared with what was really written.
-        while (settled := self._in_flight.get(source_id)) is not None:
-            await settled
-        written = self.state.written(source_id)
-        if written is not None and written[0] != segment_id:
-            self.state.set_owner(source_id, segment_id)  # a merge or a new owner took it
-        if self.schema is not None:
-            checked = self._checked(segment_id, customer, creating=written is None)
-            if checked is None:
-                self.tracker.settle(page)
-                return
-            customer = checked
-        if written is None and self.options.dry_run:
+            return None
+        return customer
+
+    def _payload(
+        self, customer: dict[str, Any] | None, previous: Fingerprints | None
+    ) -> tuple[dict[str, Any] | None, Fingerprints]:
+        """What to send (None: nothing, the profile is settled) and the hashes to keep."""
+        if customer is None:
+            return None, {}  # refused by the schema check: in the ledger
+        if previous is None and self.options.dry_run:
             # Never written, and a dry run remembers nothing: the whole customer, no hashes.
             self.ledger.would_send(customer)
-            self.tracker.settle(page)
-            return
-        previous = {} if written is None else written[1]
+            return None, {}
         prints = fingerprints(customer)
         payload = diff(
             customer,
-            previous,
+            previous or {},
             clear_removed=not self.options.keep_removed,
             send_all=self.options.full,
             current=prints,
         )
-        if written is not None and not self.options.full and is_unchanged(payload):
+        if previous is not None and not self.options.full and is_unchanged(payload):
             self.counts.unchanged += 1
-            self.tracker.settle(page)
-            return
+            return None, prints
         if self.options.dry_run:
             self.ledger.would_send(payload)
-            self.tracker.settle(page)
-            return
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        item = Item(page, segment_id, source_id, payload, body, prints)
-        if not fits_alone(body):
-            self._failed(item, "customer is larger than the 10 MB bulk limit")
-            return
-        self._in_flight[source_id] = asyncio.get_running_loop().create_future()
-        self._batcher.add(item)
-        await self._watcher.room()  # backpressure: hold this profile until Voucherify has room
+            return None, prints
+        return payload, prints
 
     def _checked(
         self, segment_id: str, customer: dict[str, Any], *, creating: bool
