@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from migrator.mapping_file import (
+from migrator.mapping_file import builtin_spec
+from migrator.mapping_spec import (
     METADATA_MODES,
     TEXT_TRANSFORMS,
     TRANSFORM_REASONS,
@@ -29,7 +30,6 @@ from migrator.mapping_file import (
     MappingSpec,
     MetadataMode,
     TraitPath,
-    builtin_spec,
 )
 from migrator.values import normalize_birthdate, string_value, strip_nulls
 

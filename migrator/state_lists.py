@@ -1,0 +1,167 @@
+"""The lists of profiles accounted for outside Voucherify, kept in the state store: the
+failure ledger, the owner of each source_id and the profiles that share it, customers of
+merged-away profiles, and profiles without the identifier."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Failure:
+    segment_id: str
+    source_id: str | None
+    error: str
+    payload: dict[str, Any] | None
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "segment_id": self.segment_id,
+            "source_id": self.source_id,
+            "error": self.error,
+            "payload": self.payload,
+        }
+
+
+class ListsMixin:
+    """Part of `StateStore` (which owns the connection and the schema)."""
+
+    _db: sqlite3.Connection
+    _no_identifier_listed: bool
+
+    # -- failures ---------------------------------------------------------------------
+
+    def record_failure(self, failure: Failure, run_id: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO failures (segment_id, source_id, error, payload, run_id, "
+            "failed_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                failure.segment_id,
+                failure.source_id,
+                failure.error,
+                json.dumps(failure.payload, ensure_ascii=False)
+                if failure.payload is not None
+                else None,
+                run_id,
+                time.time(),
+            ),
+        )
+
+    def clear_failure(self, segment_id: str) -> None:
+        self._db.execute("DELETE FROM failures WHERE segment_id = ?", (segment_id,))
+
+    def failures(self) -> Iterator[Failure]:
+        for segment_id, source_id, error, payload in self._db.execute(
+            "SELECT segment_id, source_id, error, payload FROM failures "
+            "ORDER BY failed_at, segment_id"
+        ):
+            yield Failure(segment_id, source_id, error, json.loads(payload) if payload else None)
+
+    def failure_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM failures").fetchone()[0])
+
+    # -- one owner per source_id ------------------------------------------------------
+
+    def claim(
+        self, source_id: str, segment_id: str, seen_key: Callable[[], str], run_id: int
+    ) -> str:
+        """Record that `segment_id` resolves to `source_id`; returns the owner's segment_id.
+
+        The owner is the profile that got the identifier first (`seen_key()` sorts by
+        instant), ties by segment_id: the same answer whatever order the profiles are read
+        in. The key is computed only when there is something to decide.
+        """
+        row = self._db.execute(
+            "SELECT segment_id, seen FROM owners WHERE source_id = ?", (source_id,)
+        ).fetchone()
+        if row is not None and row[0] == segment_id:
+            return segment_id  # the usual case on a rerun: nothing to write
+        seen = seen_key()
+        if row is None or (seen, segment_id) < (row[1], row[0]):
+            self._db.execute(
+                "INSERT OR REPLACE INTO owners (source_id, segment_id, seen) VALUES (?, ?, ?)",
+                (source_id, segment_id, seen),
+            )
+            self._db.execute("DELETE FROM duplicates WHERE segment_id = ?", (segment_id,))
+            if row is not None and row[0] != segment_id:
+                # The previous owner and everyone it owned now point at the new owner.
+                self._db.execute(
+                    "UPDATE duplicates SET owner_segment_id = ? WHERE source_id = ?",
+                    (segment_id, source_id),
+                )
+                self._add_duplicate(row[0], source_id, segment_id, run_id)
+            return segment_id
+        self._add_duplicate(segment_id, source_id, row[0], run_id)
+        return str(row[0])
+
+    def _add_duplicate(self, segment_id: str, source_id: str, owner: str, run_id: int) -> None:
+        self._db.execute(
+            "INSERT INTO duplicates (segment_id, source_id, owner_segment_id, run_id) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (segment_id) DO UPDATE SET "
+            "source_id = excluded.source_id, owner_segment_id = excluded.owner_segment_id",
+            (segment_id, source_id, owner, run_id),
+        )
+
+    def transfer_owner(self, segment_id: str, survivor: str) -> None:
+        """`segment_id` was merged into `survivor`: what it owned, the survivor owns."""
+        self._db.execute(
+            "UPDATE owners SET segment_id = ? WHERE segment_id = ?", (survivor, segment_id)
+        )
+        self._db.execute("DELETE FROM duplicates WHERE segment_id = ?", (segment_id,))
+
+    def duplicates(self) -> Iterator[tuple[str, str, str]]:
+        yield from self._db.execute(
+            "SELECT source_id, segment_id, owner_segment_id FROM duplicates "
+            "ORDER BY source_id, segment_id"
+        )
+
+    def duplicate_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM duplicates").fetchone()[0])
+
+    # -- customers whose profile was merged away --------------------------------------
+
+    def add_merged(self, segment_id: str, canonical: str, source_id: str, run_id: int) -> bool:
+        """True when not listed yet (so the CSV gets it once)."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO merged_profiles (segment_id, canonical_segment_id, source_id, "
+            "run_id) VALUES (?, ?, ?, ?)",
+            (segment_id, canonical, source_id, run_id),
+        )
+        return cur.rowcount == 1
+
+    def merged(self) -> Iterator[tuple[str, str, str]]:
+        yield from self._db.execute(
+            "SELECT segment_id, canonical_segment_id, source_id FROM merged_profiles "
+            "ORDER BY run_id, segment_id"
+        )
+
+    # -- profiles without the identifier ----------------------------------------------
+
+    def add_no_identifier(self, segment_id: str, run_id: int) -> bool:
+        """True when the profile was not listed yet (so the CSV gets it once)."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO no_identifier (segment_id, run_id, seen_at) VALUES (?, ?, ?)",
+            (segment_id, run_id, time.time()),
+        )
+        self._no_identifier_listed = True
+        return cur.rowcount == 1
+
+    def remove_no_identifier(self, segment_id: str) -> bool:
+        if not self._no_identifier_listed:
+            return False  # an empty list: no statement per profile
+        cur = self._db.execute("DELETE FROM no_identifier WHERE segment_id = ?", (segment_id,))
+        return cur.rowcount == 1
+
+    def no_identifier_ids(self) -> Iterator[str]:
+        for (segment_id,) in self._db.execute(
+            "SELECT segment_id FROM no_identifier ORDER BY seen_at, segment_id"
+        ):
+            yield segment_id
+
+    def no_identifier_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM no_identifier").fetchone()[0])
