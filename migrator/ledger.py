@@ -45,8 +45,8 @@ class Ledger:
         self.state.clear_failure(segment_id)
 
     def duplicate(self, segment_id: str, source_id: str, owner: str) -> None:
-        """Another profile owns this identifier: this one is listed, not sent."""
-        self.counts.duplicates += 1
+        """Another profile owns this identifier: this one is listed, not sent (the state
+        store lists it; `rewrite_files` counts the list)."""
         log.info("%s shares its identifier with %s, which owns the customer", segment_id, owner)
 
     def identified(self, segment_id: str) -> None:
@@ -82,6 +82,9 @@ class Ledger:
 
     def rewrite_files(self) -> None:
         """Make the lists say exactly what the state store holds (no line twice)."""
+        # A profile can lose ownership after it was read (the owner came later): count
+        # what the list holds, not what this run saw happen.
+        self.counts.duplicates = self.state.duplicate_count()
         self.outputs.rewrite(
             self.state.no_identifier_ids(),
             (f.as_record() for f in self.state.failures()),

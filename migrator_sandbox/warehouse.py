@@ -322,15 +322,22 @@ def verify_warehouse(
     """Compare what Voucherify holds with the expected customer of every profile in the
     views. `kept`: source_ids a run listed in merged-profiles.csv (kept, not expected)."""
     check = WarehouseCheck()
-    seen: set[str] = set()
-    for segment_id, (traits, ids) in sorted(expected_profiles(engine, schema, identifier).items()):
+    # One owner per source_id: the profile that got it first (received_at), then the
+    # smallest segment_id; the others are duplicates, not expected in Voucherify.
+    owners: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+    for segment_id, (traits, ids) in expected_profiles(engine, schema, identifier).items():
         expected = expected_customer(segment_id, traits, ids, identifier, metadata_mode)
         if expected is None:
             check.no_identifier.add(segment_id)
             continue
-        check.expected += 1
+        received = ids[0]["created_at"]
+        key = (received is None, received or "", segment_id)
         source_id = expected["source_id"]
-        seen.add(source_id)
+        if source_id not in owners or key < owners[source_id][0]:
+            owners[source_id] = (key, expected)
+    seen = set(owners)
+    for source_id, (_, expected) in sorted(owners.items()):
+        check.expected += 1
         stored = customers.get(source_id)
         if stored is None:
             check.missing.append(source_id)

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,43 @@ def test_bad_configuration_on_the_command_line_is_exit_2(
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "no such schema" in lines[0], done.stderr
     assert warehouse.bulk_items() == 0
+
+
+def test_two_profiles_with_one_identifier_have_one_owner_and_settle(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """Issue 11: the profile that got the identifier first owns the customer; the other is
+    listed once in duplicate-identifiers.csv; reruns send nothing, in any read order."""
+    ids = _profile_ids(warehouse.engine)
+    owner, other = ids[10], ids[2]  # the non-owner is read first (keyset order)
+    with warehouse.engine.begin() as conn:
+        shared, first_seen = conn.execute(
+            text(
+                f"SELECT value, received_at FROM {SCHEMA}.user_identifiers "
+                "WHERE canonical_segment_id = :id AND type = 'user_id' ORDER BY received_at"
+            ),
+            {"id": owner},
+        ).first()
+        conn.execute(
+            text(f"DELETE FROM {SCHEMA}.user_identifiers WHERE canonical_segment_id = :id"),
+            {"id": other},
+        )
+        conn.execute(
+            text(
+                f"INSERT INTO {SCHEMA}.user_identifiers (canonical_segment_id, type, value, "
+                "seq, received_at, uuid_ts) VALUES (:id, 'user_id', :v, 0, :t, now())"
+            ),
+            {"id": other, "v": shared, "t": first_seen + timedelta(days=1)},
+        )
+    first = warehouse.run(tmp_path)
+    assert first.exit_code == 0 and first.counts.duplicates == 1
+    with (tmp_path / "duplicate-identifiers.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [{"source_id": shared, "segment_id": other, "owner_segment_id": owner}]
+    check = warehouse.check()
+    assert check.ok, check.summary()  # the customer is the owner's, to the last field
+    sent = warehouse.bulk_items()
+    again = warehouse.run(tmp_path, full=False, restart=True)  # reads both again
+    assert again.exit_code == 0 and warehouse.bulk_items() == sent  # quiescent
+    with (tmp_path / "duplicate-identifiers.csv").open(newline="", encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == 1  # no line twice across runs
