@@ -33,6 +33,7 @@ def build_app(sandbox: Sandbox) -> web.Application:
     app.router.add_get("/_sandbox/stats", _stats)
     app.router.add_post("/_sandbox/reset-stats", _reset_stats)
     app.router.add_get("/_sandbox/verify", _verify)
+    app.router.add_get("/_sandbox/customers", _customers)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     return app
@@ -54,6 +55,11 @@ async def _stats(request: web.Request) -> web.Response:
 async def _reset_stats(request: web.Request) -> web.Response:
     request.app[SANDBOX_KEY].reset_stats()
     return web.json_response({"reset": True})
+
+
+async def _customers(request: web.Request) -> web.Response:
+    """Every stored customer by source_id, for checks run in another process."""
+    return web.json_response(request.app[SANDBOX_KEY].customers)
 
 
 async def _verify(request: web.Request) -> web.Response:
