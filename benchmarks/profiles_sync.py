@@ -173,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, no timed targets")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--sizes", metavar="SMALL,BIG", help="profiles of the two warehouses (10000,100000)"
+    )
     opts = parser.parse_args(argv)
     small, big = (500, 3000) if opts.quick else (10_000, 100_000)
+    if opts.sizes:
+        small, big = (int(n) for n in opts.sizes.split(","))
     rows: list[Row] = []
     failed = False
     work = Path(tempfile.mkdtemp(prefix="migrator-bench-ps-"))
@@ -220,13 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             throughput._voucherify_pacing(fake, paced, run, stats)
             writes.writes_share = fake.write_share
             writes.notes += fake.notes
-            assert sandbox.wait_idle(120)
-            engine = postgres.engine()
-            check = verify_warehouse(engine, schema_big, sandbox.customers())
-            engine.dispose()
-            writes.verified = "yes" if check.ok else f"NO: {check.summary()}"
             share_ok = writes.writes_share is not None and writes.writes_share >= 0.95
-            writes.target = "met" if check.ok and (opts.quick or share_ok) else "MISSED"
             rows.append(writes)
 
             again = Row("ps-unchanged", big)
@@ -243,6 +242,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             again.target = "met" if again.bulk == 0 and again.elapsed < 10 else "MISSED"
             rows.append(again)
+
+            # Last: holding 100,000 customers here would grow this process, and a migrator
+            # started from it afterwards would report that size as its own peak RSS.
+            assert sandbox.wait_idle(120)
+            engine = postgres.engine()
+            check = verify_warehouse(engine, schema_big, sandbox.customers())
+            engine.dispose()
+            writes.verified = "yes" if check.ok else f"NO: {check.summary()}"
+            writes.target = "met" if check.ok and (opts.quick or share_ok) else "MISSED"
         finally:
             shutil.rmtree(work, ignore_errors=True)
     failed = any(r.target == "MISSED" for r in rows)

@@ -118,17 +118,21 @@ class ActionWatcher:
                 await self._wake.wait()
             await asyncio.sleep(self.interval)
             listed = {a["id"]: a for a in await self.voucherify.recent_async_actions(100)}
-            for action_id, watched in list(self._watched.items()):
+            ready = []
+            for action_id, watched in self._watched.items():
                 status = listed.get(action_id, {}).get("status")
                 if status is None and watched.misses < MISSES_BEFORE_DIRECT_READ:
                     watched.misses += 1  # not among the newest 100 (a busy project): wait
                     continue
-                if status is not None and status not in FINAL_STATUSES:
-                    continue
-                action = await self.voucherify.async_action(action_id)
+                if status is None or status in FINAL_STATUSES:
+                    ready.append(action_id)
+            # Read the finished ones at once: each frees a batch slot, so none should wait
+            # for another's round trip.
+            actions = await asyncio.gather(*(self.voucherify.async_action(i) for i in ready))
+            for action_id, action in zip(ready, actions, strict=True):
                 if action["status"] not in FINAL_STATUSES:
                     continue
-                del self._watched[action_id]
+                watched = self._watched.pop(action_id)
                 self._permits.release()
                 self._final(action_id, watched.batch, action)
 
