@@ -59,3 +59,22 @@ def test_markdown_table_has_a_row_per_result() -> None:
     assert lines[2].endswith("| yes | met |")
     assert lines[3].endswith("| no | ERROR |")
     assert "- nolimit: ERROR RuntimeError: boom" in text
+
+
+@pytest.mark.e2e
+def test_quick_profiles_sync_benchmark_runs_every_scenario() -> None:
+    """benchmarks/profiles_sync.py end to end on small warehouses (no timed target)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "profiles_sync.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {
+        line.split()[0]: line.split() for line in done.stdout.splitlines() if line.startswith("ps-")
+    }
+    assert set(rows) == {"ps-dry-0k", "ps-dry-3k", "ps-writes", "ps-unchanged"}
+    assert rows["ps-writes"][-2:] == ["yes", "met"]
+    assert rows["ps-unchanged"][5] == "0"  # no bulk write on an unchanged rerun
