@@ -45,6 +45,8 @@ log = logging.getLogger("migrator.pipeline")
 #: 1,000 req/s) keep the readers fed. A warehouse page carries 2,000 complete profiles:
 #: one page ahead keeps the database busy while the last is mapped, and memory flat.
 PREFETCH_PROFILES = 1000
+#: Complete profiles mapped in a row before the event loop gets a turn (~1-2 ms of work).
+YIELD_EVERY = 20
 
 
 class Pipeline:
@@ -195,8 +197,11 @@ class Pipeline:
                 ahead -= len(page)
                 taken.set()
                 tracked = self.tracker.add(page.next_position, len(page))
-                for profile in page.profiles:
+                for n, profile in enumerate(page.profiles, 1):
                     await self._migrate(tracked, profile)
+                    if n % YIELD_EVERY == 0:
+                        # Mapping never waits by itself: let sends and polls go out between.
+                        await asyncio.sleep(0)
                 for segment_id in page.segment_ids:
                     await self._readers.acquire()
                     readers.create_task(self._read(tracked, segment_id))
