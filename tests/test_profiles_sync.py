@@ -424,3 +424,36 @@ def test_two_profiles_with_one_identifier_have_one_owner_and_settle(
     assert again.exit_code == 0 and warehouse.bulk_items() == sent  # quiescent
     with (tmp_path / "duplicate-identifiers.csv").open(newline="", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 1  # no line twice across runs
+
+
+def test_a_resumed_run_keeps_the_watermark_it_started_with(warehouse: Warehouse) -> None:
+    """Rows loaded while a run was stopped, for profiles behind its position, must be read
+    by the next run: the resumed run leaves the watermark of its first start."""
+
+    def source() -> ProfilesSyncSource:
+        return ProfilesSyncSource(
+            warehouse.url,
+            SCHEMA,
+            identifier="user_id",
+            traits=None,
+            watermark=None,
+            full=False,
+            page_size=64,
+        )
+
+    async def first_page() -> tuple[str | None, str | None]:
+        async with source() as s:
+            async for page in s.pages(None):
+                return page.next_position, s.watermark()
+        return None, None
+
+    async def resumed(position: str) -> str | None:
+        async with source() as s:
+            async for _ in s.pages(position):
+                pass
+            return s.watermark()
+
+    position, started = asyncio.run(first_page())
+    assert position is not None and started is not None
+    set_traits(warehouse.engine, SCHEMA, _profile_ids(warehouse.engine)[0], {"phone": "+1 5"})
+    assert asyncio.run(resumed(position)) == started

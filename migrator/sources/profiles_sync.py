@@ -156,8 +156,10 @@ class ProfilesSyncSource:
     async def pages(self, start: str | None) -> AsyncIterator[Page]:
         since, after = self._window, ""
         if start is not None:
-            since, after = self._decode_position(start)
-            self._window = since
+            # A resumed run keeps its window and its watermark: rows loaded while it was
+            # stopped, for profiles behind its position, are read by the next run.
+            since, until, after = self._decode_position(start)
+            self._window, self._watermark = since, until
         position = start
         while True:
             ids, profiles = await asyncio.to_thread(self._page, since, after)
@@ -165,7 +167,7 @@ class ProfilesSyncSource:
                 return
             after = ids[-1]
             done = len(ids) < self._page_size
-            nxt = None if done else self._encode_position(since, after)
+            nxt = None if done else self._encode_position(since, self._watermark, after)
             yield Page(position, nxt, profiles=profiles)
             if done:
                 return
@@ -264,18 +266,25 @@ class ProfilesSyncSource:
     # -- positions ------------------------------------------------------------------------
 
     @staticmethod
-    def _encode_position(since: datetime | None, after: str) -> str:
+    def _encode_position(since: datetime | None, until: datetime | None, after: str) -> str:
         return json.dumps(
-            {"since": since.isoformat() if since else None, "after": after},
+            {
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+                "after": after,
+            },
             separators=(",", ":"),
         )
 
     @staticmethod
-    def _decode_position(position: str) -> tuple[datetime | None, str]:
+    def _decode_position(position: str) -> tuple[datetime | None, datetime | None, str]:
         try:
             data = json.loads(position)
-            since = data["since"]
-            return (None if since is None else datetime.fromisoformat(since)), str(data["after"])
+            since, until = (
+                None if data[key] is None else datetime.fromisoformat(data[key])
+                for key in ("since", "until")
+            )
+            return since, until, str(data["after"])
         except (ValueError, TypeError, KeyError):
             raise ConfigError(
                 f"the position {position!r} is not a Profiles Sync position (the checkpoint "
