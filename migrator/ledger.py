@@ -10,10 +10,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from migrator.actions import errors_by_source_id, follow
 from migrator.outcome import Counts
 from migrator.outputs import OutputFiles
 from migrator.sources import Merge
 from migrator.state import Failure, StateStore
+from migrator.voucherify import VoucherifyClient
 
 log = logging.getLogger("migrator.pipeline")
 
@@ -91,3 +93,36 @@ class Ledger:
             self.state.merged(),
             self.state.duplicates(),
         )
+
+
+async def follow_sent(
+    voucherify: VoucherifyClient, state: StateStore, ledger: Ledger, interval: float
+) -> None:
+    """Settle the batches a killed run sent and never saw confirmed, before reading.
+
+    Their profiles come before the checkpoint's position is passed, so they are read
+    again: once confirmed here, they are unchanged and not sent twice. A batch whose
+    action FAILED or is unknown is simply forgotten, and sent again when read.
+    """
+    sent = dict(state.sent_batches())
+    if not sent:
+        return
+    log.info("following %d batches a previous run left unconfirmed", len(sent))
+    async for action_id, action in follow(voucherify, list(sent), interval):
+        items = sent[action_id]
+        if action is not None and action["status"] == "DONE":
+            errors = errors_by_source_id(action)
+            ledger.confirmed(
+                [
+                    (i["source_id"], i["segment_id"], i["fingerprints"])
+                    for i in items
+                    if i["source_id"] not in errors
+                ]
+            )
+            for i in items:
+                if i["source_id"] in errors:
+                    ledger.failed(
+                        i["segment_id"], i["source_id"], errors[i["source_id"]], i["payload"]
+                    )
+        state.forget_sent(action_id)
+        state.commit()

@@ -21,13 +21,13 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-from migrator.actions import ActionWatcher, errors_by_source_id, follow, poll_interval
+from migrator.actions import ActionWatcher, poll_interval
 from migrator.batching import Batch, Batcher, Item, fits_alone
 from migrator.changes import Fingerprints, diff, fingerprints, is_unchanged
 from migrator.checkpoint import Checkpointer, PageTracker, TrackedPage
 from migrator.config import RunOptions
 from migrator.identity import seen_key
-from migrator.ledger import Ledger
+from migrator.ledger import Ledger, follow_sent
 from migrator.mapping import map_profile
 from migrator.outcome import Counts, RunStopped, stop_cause
 from migrator.schema import MetadataSchema, SchemaReport, apply_schema
@@ -85,7 +85,7 @@ class Pipeline:
             async with asyncio.TaskGroup() as tasks:
                 interval = poll_interval(self.voucherify.requests_per_minute)
                 if not self.options.dry_run:
-                    await self._follow_sent(interval)
+                    await follow_sent(self.voucherify, self.state, self.ledger, interval)
                 watcher = ActionWatcher(
                     self.voucherify,
                     tasks,
@@ -145,36 +145,6 @@ class Pipeline:
             self.schema = None
         if self.schema is not None and not self.schema.checks_anything:
             self.schema = None
-
-    async def _follow_sent(self, interval: float) -> None:
-        """Settle the batches a killed run sent and never saw confirmed, before reading.
-
-        Their profiles come before the checkpoint's position is passed, so they are read
-        again: once confirmed here, they are unchanged and not sent twice. A batch whose
-        action FAILED or is unknown is simply forgotten, and sent again when read.
-        """
-        sent = dict(self.state.sent_batches())
-        if not sent:
-            return
-        log.info("following %d batches a previous run left unconfirmed", len(sent))
-        async for action_id, action in follow(self.voucherify, list(sent), interval):
-            items = sent[action_id]
-            if action is not None and action["status"] == "DONE":
-                errors = errors_by_source_id(action)
-                self.ledger.confirmed(
-                    [
-                        (i["source_id"], i["segment_id"], i["fingerprints"])
-                        for i in items
-                        if i["source_id"] not in errors
-                    ]
-                )
-                for i in items:
-                    if i["source_id"] in errors:
-                        self.ledger.failed(
-                            i["segment_id"], i["source_id"], errors[i["source_id"]], i["payload"]
-                        )
-            self.state.forget_sent(action_id)
-            self.state.commit()
 
     async def _read_all(self, pages: AsyncIterator[Page]) -> None:
         queue: asyncio.Queue[Page | None] = asyncio.Queue()
