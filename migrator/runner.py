@@ -205,10 +205,17 @@ async def _migrate(
                 outcome = "completed" if counts.failed == 0 else "completed_with_failures"
             except RunStopped as exc:
                 stopped, outcome = exc, "stopped"
-    finally:
-        outputs.close()
+            except OSError as exc:  # merged-profiles.csv could not be written
+                stopped, outcome = RunStopped(exc, checkpoint.position), "stopped"
+    except BaseException:
+        _close(outputs, state, ledger, run_id, outcome, counts)
+        raise
+    closed = _close(outputs, state, ledger, run_id, outcome, counts)
+    if closed is not None and stopped is None:
+        # An output file that cannot be written stops the run resumably: the state store
+        # holds everything, and the next run rewrites the files from it.
+        stopped, outcome = RunStopped(closed, checkpoint.position), "stopped"
         state.finish_run(run_id, outcome, counts.as_dict())
-        ledger.rewrite_files()
     if outcome.startswith("completed"):
         checkpoint.complete()
     code = EXIT_STOPPED if stopped else (EXIT_OK if counts.failed == 0 else EXIT_FAILURES)
@@ -221,6 +228,26 @@ async def _migrate(
         start_cursor=start,
         stopped=stopped,
     )
+
+
+def _close(
+    outputs: OutputFiles,
+    state: StateStore,
+    ledger: Ledger,
+    run_id: int,
+    outcome: str,
+    counts: Counts,
+) -> OSError | None:
+    """Record the run's end and rewrite the lists; an output file that cannot be written is
+    returned, never raised over the reason the run is ending."""
+    state.finish_run(run_id, outcome, counts.as_dict())
+    try:
+        outputs.close()
+        ledger.rewrite_files()
+    except OSError as exc:
+        log.warning("the output files in %s could not be written: %s", outputs.out_dir, exc)
+        return exc
+    return None
 
 
 def status(out_dir: Path) -> dict[str, Any]:

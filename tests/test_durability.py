@@ -359,3 +359,22 @@ def test_a_damaged_state_file_is_one_line_and_exit_2_and_nothing_is_sent(
     assert sb.call(sb.sandbox.stats_json)["bulk_requests"] == 0
     status_done = cli(["status", "--out-dir", str(out)], cwd=tmp_path, env=child_env(sb))
     assert status_done.returncode == 2 and "Traceback" not in status_done.stderr
+
+
+def test_an_output_file_that_cannot_be_written_stops_resumably(
+    make_sandbox: Any, tmp_path: Path
+) -> None:
+    """Issue 11: exit 3 with the real cause and the resume command, never a traceback."""
+    sb = make_sandbox(profiles=PROFILES)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "profiles-without-identifier.csv").mkdir()  # unwritable, even for root
+    done = cli(["run", "--no-input", "--out-dir", str(out)], cwd=tmp_path, env=child_env(sb))
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "profiles-without-identifier.csv" in done.stderr
+    assert "Resume with:" in done.stderr
+    (out / "profiles-without-identifier.csv").rmdir()
+    again = cli(["run", "--no-input", "--out-dir", str(out)], cwd=tmp_path, env=child_env(sb))
+    assert again.returncode == 0, again.stderr
+    assert_migrated_exactly(sb, out, fault_free_customers(1, PROFILES))
