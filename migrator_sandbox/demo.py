@@ -65,6 +65,16 @@ async def run_demo(
         await server.sandbox.wait_idle()
         verification = verify(server.sandbox, settings.identifier, metadata_mode)
         segment_429 = int(server.sandbox.stats_json().get("segment_429", 0))
+    return _outcome(result, verification, out_dir, segment_429)
+
+
+def _outcome(
+    result: RunResult,
+    verification: Verification | WarehouseCheck,
+    out_dir: Path,
+    segment_429: int,
+) -> DemoResult:
+    """The run, the oracle's verdict, and what the files say about the rest."""
     listed = _listed(out_dir / NO_IDENTIFIER_FILE)
     ledger = out_dir / FAILURES_FILE
     ledger_lines = len(ledger.read_text(encoding="utf-8").splitlines()) if ledger.exists() else 0
@@ -132,14 +142,4 @@ async def run_demo_profiles_sync(
                 metadata_mode,
             )
         engine.dispose()
-    listed = _listed(out_dir / NO_IDENTIFIER_FILE)
-    ledger = out_dir / FAILURES_FILE
-    ledger_lines = len(ledger.read_text(encoding="utf-8").splitlines()) if ledger.exists() else 0
-    return DemoResult(
-        run=result,
-        verification=check,
-        listed_without_identifier=len(listed),
-        listed_correctly=sorted(listed) == sorted(check.no_identifier),
-        ledger_lines=ledger_lines,
-        segment_429=0,
-    )
+    return _outcome(result, check, out_dir, 0)
