@@ -195,18 +195,7 @@ async def _migrate(
             pipeline = Pipeline(
                 options, settings.identifier, source, voucherify, state, ledger, checkpoint
             )
-            merges = [] if options.dry_run else await source.merges()
-            for merge in merges:  # the survivor inherits what the merged-away profile owned
-                state.transfer_owner(merge.segment_id, merge.canonical_segment_id)
-            try:
-                await pipeline.run()
-                if merges:
-                    ledger.merged(merges)
-                outcome = "completed" if counts.failed == 0 else "completed_with_failures"
-            except RunStopped as exc:
-                stopped, outcome = exc, "stopped"
-            except OSError as exc:  # merged-profiles.csv could not be written
-                stopped, outcome = RunStopped(exc, checkpoint.position), "stopped"
+            outcome, stopped = await _run(pipeline, source, state, ledger, options.dry_run)
     except BaseException:
         _close(outputs, state, ledger, run_id, outcome, counts)
         raise
@@ -228,6 +217,24 @@ async def _migrate(
         start_cursor=start,
         stopped=stopped,
     )
+
+
+async def _run(
+    pipeline: Pipeline, source: Source, state: StateStore, ledger: Ledger, dry_run: bool
+) -> tuple[str, RunStopped | None]:
+    """The pipeline over the source, merges first: the outcome, and why it stopped."""
+    merges = [] if dry_run else await source.merges()
+    for merge in merges:  # the survivor inherits what the merged-away profile owned
+        state.transfer_owner(merge.segment_id, merge.canonical_segment_id)
+    try:
+        await pipeline.run()
+        if merges:
+            ledger.merged(merges)
+    except RunStopped as exc:
+        return "stopped", exc
+    except OSError as exc:  # merged-profiles.csv could not be written
+        return "stopped", RunStopped(exc, pipeline.checkpoint.position)
+    return ("completed" if ledger.counts.failed == 0 else "completed_with_failures"), None
 
 
 def _close(
