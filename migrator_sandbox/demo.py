@@ -22,6 +22,9 @@ from migrator_sandbox.settings import SandboxSettings
 
 #: The demo's Voucherify plan: Organization (2,000 requests/minute).
 DEMO_VOUCHERIFY_RATE = 2000
+#: Where the migrator lists profiles whose identifier another profile owns (issue 11);
+#: header ``source_id,segment_id,owner_segment_id``. No file: none listed.
+DUPLICATES_FILE = "duplicate-identifiers.csv"
 
 
 @dataclass
@@ -32,6 +35,8 @@ class DemoResult:
     listed_correctly: bool
     ledger_lines: int
     segment_429: int
+    listed_duplicates: int = 0
+    duplicates_listed_correctly: bool = True
 
     @property
     def ok(self) -> bool:
@@ -39,6 +44,7 @@ class DemoResult:
             self.run.exit_code == 0
             and self.verification.ok
             and self.listed_correctly
+            and self.duplicates_listed_correctly
             and self.ledger_lines == 0
         )
 
@@ -64,6 +70,7 @@ async def run_demo(
         verification = verify(server.sandbox, settings.identifier, metadata_mode)
         segment_429 = int(server.sandbox.stats_json().get("segment_429", 0))
     listed = _listed(out_dir / NO_IDENTIFIER_FILE)
+    duplicates = _duplicates(out_dir / DUPLICATES_FILE)
     ledger = out_dir / FAILURES_FILE
     ledger_lines = len(ledger.read_text(encoding="utf-8").splitlines()) if ledger.exists() else 0
     return DemoResult(
@@ -73,6 +80,8 @@ async def run_demo(
         listed_correctly=sorted(listed) == sorted(verification.no_identifier),
         ledger_lines=ledger_lines,
         segment_429=segment_429,
+        listed_duplicates=len(duplicates),
+        duplicates_listed_correctly=sorted(duplicates) == verification.duplicates,
     )
 
 
@@ -81,3 +90,13 @@ def _listed(path: Path) -> list[str]:
         return []
     with path.open(newline="", encoding="utf-8") as handle:
         return [row["segment_id"] for row in csv.DictReader(handle)]
+
+
+def _duplicates(path: Path) -> list[tuple[str, str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [
+            (row["source_id"], row["segment_id"], row["owner_segment_id"])
+            for row in csv.DictReader(handle)
+        ]

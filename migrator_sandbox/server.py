@@ -75,6 +75,8 @@ async def _verify(request: web.Request) -> web.Response:
             "unexpected": result.unexpected[:100],
             "unexpected_count": len(result.unexpected),
             "no_identifier_count": len(result.no_identifier),
+            "duplicates": result.duplicates,  # all of them: compare with the CSV
+            "duplicates_count": len(result.duplicates),
         }
     )
 

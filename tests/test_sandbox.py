@@ -32,7 +32,14 @@ from migrator_sandbox import (
     sandbox_env,
     verify,
 )
-from migrator_sandbox.oracle import CONSUMED_KEYS, birthdate_of, source_id_of, string_value
+from migrator_sandbox.oracle import (
+    CONSUMED_KEYS,
+    birthdate_of,
+    chosen_identity,
+    resolve_owners,
+    source_id_of,
+    string_value,
+)
 from migrator_sandbox.settings import parse_args
 
 SCHEMA = json.loads((Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text())
@@ -698,3 +705,127 @@ def test_stats_counters_are_plain_json() -> None:
     data = json.loads(json.dumps(box.stats_json()))
     assert data["faults_injected"] == {"5xx": 2} and data["pending_actions"] == 0
     assert isinstance(box.stats.segment_endpoints, Counter)
+
+
+# -- issue 11: shared identifiers, changes between runs, clearing, confirmation -------------
+
+
+def _chosen_entry(profile: Any) -> dict[str, Any]:
+    chosen = source_id_of(profile.external_ids, "user_id")
+    return next(e for e in profile.external_ids if e["type"] == "user_id" and e["id"] == chosen)
+
+
+def test_generator_shared_identifiers_share_and_determinism() -> None:
+    settings = SandboxSettings(profiles=2000, seed=5, shared_identifier=0.1)
+    one, two = ProfileGenerator(settings), ProfileGenerator(settings)
+    assert all(one.build(i) == two.build(i) for i in range(2000))
+    plain = ProfileGenerator(SandboxSettings(profiles=2000, seed=5))
+    copies = [i for i in range(2000) if one.original_of(i) is not None]
+    assert 0.07 < len(copies) / 2000 < 0.13
+    assert copies == [i for i in range(2000) if two.original_of(i) is not None]
+    other_seed = ProfileGenerator(SandboxSettings(profiles=2000, seed=6, shared_identifier=0.1))
+    assert copies != [i for i in range(2000) if other_seed.original_of(i) is not None]
+
+    order = Counter()
+    for i in range(2000):
+        shared, own = one.build(i), plain.build(i)
+        assert shared.traits == own.traits and shared.segment_id == own.segment_id
+        original = one.original_of(i)
+        if original is None:
+            assert shared == own  # originals and unshared profiles are untouched
+            continue
+        assert original not in copies and one.build(original).truth.user_id is not None
+        assert i in one.copies_of()[original] and one.shares_identifier(original)
+        entries = [e for e in shared.external_ids if e["type"] == "user_id"]
+        anchor = _chosen_entry(one.build(original))
+        assert [e["id"] for e in entries] == [anchor["id"]] == [shared.truth.user_id]
+        mine, theirs = entries[0]["created_at"], anchor["created_at"]
+        at_mine = chosen_identity(entries, "user_id")
+        at_theirs = chosen_identity([anchor], "user_id")
+        assert at_mine is not None and at_theirs is not None
+        as_instants = (at_mine > at_theirs) - (at_mine < at_theirs)
+        order[as_instants] += 1
+        if as_instants == 0 and mine != theirs:
+            order["same instant, other text"] += 1
+        if as_instants != 0 and (mine > theirs) != (as_instants > 0):
+            order["string order misleads"] += 1
+        position = shared.external_ids.index(entries[0])
+        assert not shared.long_tail or position >= 100
+    assert order[-1] > 20 and order[1] > 20 and order[0] > 10, order
+    assert order["same instant, other text"] and order["string order misleads"], order
+    # Each copy is one duplicate: the share is the share of non-owners.
+    owners, duplicates = resolve_owners((p.segment_id, p.external_ids) for p in one)
+    assert len(duplicates) == len(copies)
+    assert len(owners) == sum(p.truth.user_id is not None for p in one) - len(copies)
+
+
+def test_oracle_ownership_rule() -> None:
+    def ext(value: str, created: Any) -> dict[str, Any]:
+        return {"type": "user_id", "id": value, "created_at": created}
+
+    profiles = [
+        ("use_b", [ext("u1", "2020-01-01T00:00:00.500Z")]),
+        ("use_a", [ext("u1", "2020-01-01T00:00:01Z")]),
+        ("use_c", [ext("u1", "2020-01-01T01:00:00+01:00")]),  # 00:00:00Z: the earliest
+        ("use_z", [ext("u2", "2021-05-05T10:00:00Z")]),  # a tie: smallest segment_id
+        ("use_y", [ext("u2", "2021-05-05T10:00:00.000Z")]),
+        ("use_x", [ext("u2", "2021-05-05T10:00:01Z")]),
+        ("use_e", [ext("u3", "garbage")]),  # unparseable sorts last
+        ("use_f", [ext("u3", None)]),
+        ("use_g", [ext("u3", "2030-01-01T00:00:00Z")]),
+        ("use_h", [ext("u3", "")]),
+        # use_i's chosen id is u9 (its earliest): it is not in u1's group at all.
+        ("use_i", [ext("u1", "2019-01-01T00:00:00Z"), ext("u9", "2018-01-01T00:00:00Z")]),
+        ("use_j", [{"type": "anonymous_id", "id": "u1", "created_at": "2000-01-01T00:00:00Z"}]),
+    ]
+    owners, duplicates = resolve_owners(profiles)
+    assert owners == {"u1": "use_c", "u2": "use_y", "u3": "use_g", "u9": "use_i"}
+    assert duplicates == [
+        ("u1", "use_a", "use_c"),
+        ("u1", "use_b", "use_c"),
+        ("u2", "use_x", "use_y"),
+        ("u2", "use_z", "use_y"),
+        ("u3", "use_e", "use_g"),
+        ("u3", "use_f", "use_g"),
+        ("u3", "use_h", "use_g"),
+    ]
+    only_unparseable = [("use_q", [ext("u4", "x")]), ("use_p", [ext("u4", "y")])]
+    assert resolve_owners(only_unparseable) == ({"u4": "use_p"}, [("u4", "use_q", "use_p")])
+    assert resolve_owners(profiles, "anonymous_id") == ({"u1": "use_j"}, [])
+
+
+def test_verify_expects_owners_and_lists_duplicates() -> None:
+    box = Sandbox(SandboxSettings(profiles=400, shared_identifier=0.15))
+    pairs = [(sid, box.profile(sid)[1]) for sid in box.segment_ids()]
+    owners, duplicates = resolve_owners(pairs)
+    assert duplicates and len(owners) < 400
+    for source_id, owner in owners.items():
+        customer = expected_customer(owner, *box.profile(owner))
+        assert customer is not None and customer["source_id"] == source_id
+        box.customers[source_id] = customer
+    result = verify(box)
+    assert result.ok, result.summary()
+    assert result.expected == len(owners) and result.duplicates == duplicates
+    assert f"duplicates={len(duplicates)}" in result.summary()
+    # The last writer being a non-owner is wrong, whatever the order of the profiles.
+    source_id, loser, _ = duplicates[0]
+    box.customers[source_id] = expected_customer(loser, *box.profile(loser))
+    result = verify(box)
+    assert not result.ok and {sid for sid, _ in result.wrong} == {source_id}
+    assert result.duplicates == duplicates
+
+
+async def test_verify_json_lists_every_duplicate() -> None:
+    async with sandbox(profiles=300, shared_identifier=0.2) as client:
+        box = client.server.sandbox
+        async with client.session.get(client.url + "/_sandbox/verify") as resp:
+            body = await resp.json()
+        expected = verify(box).duplicates
+        assert len(expected) > 30
+        assert body["duplicates_count"] == len(body["duplicates"]) == len(expected)
+        assert [tuple(row) for row in body["duplicates"]] == expected
+        assert (
+            body["missing_count"]
+            == body["expected"]
+            == 300 - len(expected) - len(verify(box).no_identifier)
+        )
