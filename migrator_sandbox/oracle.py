@@ -3,7 +3,7 @@
 An independent implementation of docs/mapping.md (written without looking at
 migrator/mapping.py), so that a bug in one shows up as a disagreement with the other.
 
-A rule beyond one profile's mapping (issue 11), implemented here independently too:
+Two rules beyond one profile's mapping (issue 11), implemented here independently too:
 
 - **Ownership.** Profiles whose chosen identifier resolves to the same ``source_id`` share
   one customer. Its *owner* is the profile whose chosen entry (the earliest one of the
@@ -11,6 +11,9 @@ A rule beyond one profile's mapping (issue 11), implemented here independently t
   as instants, an unparseable one last; ties go to the smallest ``segment_id``. The
   customer must be the owner's; every other profile is a *duplicate*, listed by the
   migrator in ``duplicate-identifiers.csv`` (``source_id,segment_id,owner_segment_id``).
+- **Cleared means absent.** The migrator clears a field or key it wrote earlier by sending
+  ``null``; a stored ``null`` scalar, or a ``null`` key of ``address`` or ``metadata``,
+  therefore counts as absent (and an object left with only ``null`` keys as no object).
 """
 
 from __future__ import annotations
@@ -288,9 +291,29 @@ class Verification:
         )
 
 
+def stored_view(customer: dict[str, Any]) -> dict[str, Any]:
+    """A stored customer as the mapping sees it: cleared (``null``) fields and keys of
+    ``address`` / ``metadata`` removed; an object left with only cleared keys removed too.
+
+    Only those top-level keys: a ``null`` deeper inside metadata is data the migrator
+    should never have sent, so it stays and shows up as a difference.
+    """
+    view: dict[str, Any] = {}
+    for key, value in customer.items():
+        if value is None:
+            continue
+        if key in ("address", "metadata") and isinstance(value, dict):
+            kept = {k: v for k, v in value.items() if v is not None}
+            if not kept and value:
+                continue
+            value = kept
+        view[key] = value
+    return view
+
+
 def differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """Fields where a stored customer differs from the expected one."""
-    actual = stored
+    """Fields where a stored customer differs from the expected one, nulls as cleared."""
+    actual = stored_view(stored)
     keys = [*expected, *(k for k in actual if k not in expected)]
     return [key for key in keys if actual.get(key, _ABSENT) != expected.get(key, _ABSENT)]
 

@@ -54,6 +54,7 @@ class SandboxSettings:
     long_tail: float = 0.05
     no_identifier: float = 0.08
     shared_identifier: float = 0.0
+    merge_objects: bool = False
     record_bodies: bool = False
     hang_cap_s: float = 120.0
 
@@ -86,6 +87,10 @@ HELP = {
         "share of profiles whose user_id is another profile's (a copy with an earlier, "
         "later or equal created_at); the migrator keeps the earliest one's customer and "
         "lists the others in duplicate-identifiers.csv"
+    ),
+    "merge_objects": (
+        "Voucherify merges address and metadata key by key (a null key clears it) instead "
+        "of replacing them as whole objects"
     ),
 }
 

@@ -94,7 +94,7 @@ class Sandbox:
         self.generator = ProfileGenerator(self.settings)
         self.stats = SandboxStats()
         self.faults = FaultInjector(self.settings)
-        self.store = CustomerStore()
+        self.store = CustomerStore(self.settings.merge_objects)
         self.actions = ActionQueue(self.settings, lambda: self.stats, self.faults, self.store)
         self.segment_limiter = SlidingWindow(self.settings.segment_rate, 1.0)
         self.voucherify_limiter = SlidingWindow(self.settings.voucherify_rate, 60.0)

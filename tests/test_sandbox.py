@@ -36,11 +36,13 @@ from migrator_sandbox.oracle import (
     CONSUMED_KEYS,
     birthdate_of,
     chosen_identity,
+    differences,
     resolve_owners,
     source_id_of,
+    stored_view,
     string_value,
 )
-from migrator_sandbox.settings import parse_args
+from migrator_sandbox.settings import build_parser, parse_args
 
 SCHEMA = json.loads((Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text())
 BASE = "/v1/spaces/spa_sandbox/collections/users/profiles"
@@ -829,3 +831,81 @@ async def test_verify_json_lists_every_duplicate() -> None:
             == body["expected"]
             == 300 - len(expected) - len(verify(box).no_identifier)
         )
+
+
+async def test_merge_objects_and_nulls_count_as_cleared() -> None:
+    first = {
+        "source_id": "c1",
+        "name": "Zoë",
+        "phone": "+48 600 000 000",
+        "address": {"city": "Kraków", "line_2": "Apt 4B"},
+        "metadata": {"tier": "silver", "old_key": 1},
+    }
+    clear = {
+        "source_id": "c1",
+        "phone": None,
+        "address": {"city": "X", "line_2": None},
+        "metadata": {"tier": "gold", "old_key": None},
+    }
+    expected = {
+        "source_id": "c1",
+        "name": "Zoë",
+        "address": {"city": "X"},
+        "metadata": {"tier": "gold"},
+    }
+    for merge in (False, True):
+        async with sandbox(profiles=5, merge_objects=merge) as client:
+            box = client.server.sandbox
+            ids = [await client.send([first]), await client.send([clear])]
+            assert await box.wait_idle(5)
+            for action_id in ids:
+                assert (await client.action(action_id))["result"]["failed_count"] == 0
+            customer = box.customers["c1"]
+            assert customer["phone"] is None  # stored as null, read as cleared
+            assert customer["address"] == {"city": "X", "line_2": None}
+            assert customer["metadata"] == {"tier": "gold", "old_key": None}
+            assert differences(customer, expected) == []
+            assert differences(customer, expected | {"phone": "+48"}) == ["phone"]
+            # Where the two modes differ: an object that leaves keys out.
+            await client.send([{"source_id": "c1", "address": {"state": "NY"}}])
+            assert await box.wait_idle(5)
+            merged = {"city": "X", "line_2": None, "state": "NY"}
+            address = merged if merge else {"state": "NY"}
+            assert box.customers["c1"]["address"] == address
+            readable = {k: v for k, v in address.items() if v is not None}
+            assert differences(box.customers["c1"], expected | {"address": readable}) == []
+
+    # A stored null anywhere the migrator may clear counts as absent, in both modes.
+    assert stored_view({"source_id": "a", "phone": None, "metadata": {"k": None}}) == {
+        "source_id": "a"
+    }
+    assert stored_view({"source_id": "a", "address": {}}) == {"source_id": "a", "address": {}}
+    nested = {"source_id": "a", "metadata": {"k": {"deep": None}}}
+    assert differences(nested, {"source_id": "a", "metadata": {"k": {}}}) == ["metadata"]
+
+
+async def test_null_metadata_keys_are_accepted_and_metadata_null_is_not() -> None:
+    async with sandbox(profiles=5) as client:
+        box = client.server.sandbox
+        action_id = await client.send(
+            [
+                {"source_id": "ok", "metadata": {"gone": None}, "address": {"city": None}},
+                {"source_id": "ok2", "address": None, "birthdate": None, "email": None},
+                {"source_id": "bad", "metadata": None},
+            ]
+        )
+        assert await box.wait_idle(5)
+        errors = (await client.action(action_id))["result"]["errors"]
+        assert [(e["source_id"], e["key"]) for e in errors] == [("bad", "invalid_customer")]
+        assert set(box.customers) == {"ok", "ok2"}
+
+
+def test_cli_knobs_for_issue_11() -> None:
+    options = parse_args(["--shared-identifier", "0.25", "--merge-objects"])
+    assert options.settings.shared_identifier == 0.25 and options.settings.merge_objects
+    defaults = parse_args([]).settings
+    assert defaults.shared_identifier == 0.0 and defaults.merge_objects is False
+    text = build_parser().format_help()
+    assert "duplicate-identifiers.csv" in text and "key by key" in text
+    with pytest.raises(ValueError):
+        SandboxSettings(shared_identifier=1.5)
