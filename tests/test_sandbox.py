@@ -833,6 +833,115 @@ async def test_verify_json_lists_every_duplicate() -> None:
         )
 
 
+async def test_mutation_over_http_is_served_and_expected() -> None:
+    async with sandbox(profiles=200) as client:
+        box = client.server.sandbox
+        for sid in box.segment_ids():
+            customer = expected_customer(sid, *box.profile(sid))
+            if customer is not None:
+                box.customers[customer["source_id"]] = customer
+        assert verify(box).ok
+        before = {sid: box.profile(sid)[0] for sid in box.segment_ids()}
+        url = client.url + "/_sandbox/mutate"
+        async with client.session.post(url, json={"remove": ["phone"], "count": 4}) as resp:
+            assert resp.status == 200
+            changed = (await resp.json())["changed"]
+        assert len(changed) == 4 and box.changed_profiles() == changed
+        for sid in changed:
+            assert string_value(before[sid].get("phone")) is not None
+            traits = dict(await client.all_pages(f"/segment_id:{sid}/traits", "traits"))
+            assert "phone" not in traits
+            assert {k: v for k, v in before[sid].items() if k != "phone"} == traits
+            status, meta, _ = await client.seg(f"/segment_id:{sid}/metadata")
+            assert status == 200 and meta["metadata"]["updated_at"] == box.changed_at(sid)
+            assert box.changed_at(sid) > box.view(sid)[0].metadata["updated_at"]
+        result = verify(box)
+        assert sorted(result.wrong) == sorted(
+            (expected_customer(sid, *box.profile(sid))["source_id"], "phone") for sid in changed
+        )
+        # Clearing with null is what the migrator sends: it verifies.
+        clears = [
+            {"source_id": expected_customer(sid, *box.profile(sid))["source_id"], "phone": None}
+            for sid in changed
+        ]
+        await client.send(clears)
+        assert await box.wait_idle(5)
+        assert verify(box).ok
+        async with client.session.get(client.url + "/_sandbox/changed") as resp:
+            assert (await resp.json()) == {"changed": changed, "changed_count": 4}
+
+        # Explicit profiles, nested paths, set; a second pick avoids changed profiles.
+        sid = changed[0]
+        body = {
+            "segment_ids": [sid],
+            "remove": ["metadata.loyalty_tier", ["address", "city"], "missing.key"],
+            "set": {"metadata.tier": "gold", "email": "new@example.com"},
+        }
+        async with client.session.post(url, json=body) as resp:
+            assert resp.status == 200 and (await resp.json())["changed"] == [sid]
+        traits = box.profile(sid)[0]
+        assert traits["email"] == "new@example.com" and traits["metadata"]["tier"] == "gold"
+        assert "loyalty_tier" not in traits["metadata"]
+        assert "city" not in (traits.get("address") or {})
+        status, verbose, _ = await client.seg(
+            f"/segment_id:{sid}/traits", verbose="true", limit=200
+        )
+        stamps = {k: v["updated_at"] for k, v in verbose["traits"].items()}
+        generated_at = box.view(sid)[0].metadata["updated_at"]
+        assert stamps["email"] == stamps["metadata"] == box.changed_at(sid) != generated_at
+        assert {stamps[k] for k in stamps if k not in box.overlay_keys(sid)} == {generated_at}
+        async with client.session.post(url, json={"remove": ["email"], "count": 50}) as resp:
+            again = (await resp.json())["changed"]
+        assert len(again) == 50 and not set(again) & set(changed)
+        for bad, status in [
+            ({"remove": ["phone"]}, 400),
+            ({"remove": "phone", "count": 1}, 400),
+            ({"count": -1}, 400),
+            ({"count": 1, "colour": "red"}, 400),
+            ({"count": 1, "metadata_mode": "some"}, 400),
+            ({"segment_ids": ["use_nobody"], "remove": ["phone"]}, 404),
+            ([1, 2], 400),
+        ]:
+            async with client.session.post(url, json=bad) as resp:
+                assert resp.status == status, bad
+                assert "error" in await resp.json()
+
+
+def test_mutation_python_api_is_deterministic_and_small() -> None:
+    knobs = {"profiles": 300, "shared_identifier": 0.1}
+    one, two = Sandbox(SandboxSettings(**knobs)), Sandbox(SandboxSettings(**knobs))
+    picked = one.mutate(remove=["address.city", "city"], count=6, seed=3)
+    assert picked == two.mutate(remove=["address.city", "city"], count=6, seed=3)
+    assert picked != Sandbox(SandboxSettings(**knobs)).mutate(
+        remove=["address.city", "city"], count=6, seed=4
+    )
+    for sid in picked:
+        index = one.generator.index_of(sid)
+        assert index is not None and not one.generator.shares_identifier(index)
+        customer = expected_customer(sid, *one.profile(sid))
+        assert customer is not None and "city" not in customer.get("address", {})
+        assert one.overlay_keys(sid) <= {"address", "city"}
+    assert one.changed_profiles() == picked
+    untouched = next(s for s in one.segment_ids() if s not in picked)
+    assert one.overlay_keys(untouched) == frozenset() and one.changed_at(untouched) is None
+    # In "all" mode a custom trait counts; in "metadata" mode it does not.
+    assert one.mutate(remove=["plan"], count=3, metadata_mode="all")
+    assert one.mutate(remove=["plan"], count=3) == []
+    with pytest.raises(ValueError):
+        one.mutate(remove=["phone"])
+    with pytest.raises(ValueError):
+        one.mutate(remove=[""], count=1)
+    with pytest.raises(KeyError):
+        one.mutate(remove=["phone"], segment_ids=["use_nobody"])
+    assert one.mutate(remove=["no_such_trait"], segment_ids=[one.segment_ids()[0]]) == []
+    settings = SandboxSettings(profiles=50)
+    with ThreadedSandbox(settings) as threaded:
+        changed = threaded.mutate(set={"phone": "+48 600 000 000"}, count=2)
+        assert len(changed) == 2
+        assert all(threaded.sandbox.profile(s)[0]["phone"] == "+48 600 000 000" for s in changed)
+        assert threaded.sandbox.stats_json()["profiles_changed"] == 2
+
+
 async def test_merge_objects_and_nulls_count_as_cleared() -> None:
     first = {
         "source_id": "c1",
