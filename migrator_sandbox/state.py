@@ -29,6 +29,11 @@ class SandboxStats:
     them with its own clock; throughput is requests over (last - first).
     ``*_429`` counts every 429 answered (limit and injected bursts);
     ``*_rate_limited`` only those caused by the configured rate.
+    ``bulk_items`` counts the items of accepted bulk requests (as ``customers_received``);
+    ``max_items_per_source_id`` is the most items any one source_id had among them (1 when
+    every customer was sent once: more means resends, e.g. after an interrupted run).
+    ``items_per_source_id`` holds those counts; it is left out of ``as_dict`` (one entry
+    per customer).
     """
 
     segment_requests: int = 0
@@ -47,6 +52,9 @@ class SandboxStats:
     bulk_accepted: int = 0
     bulk_rejected: int = 0
     customers_received: int = 0
+    bulk_items: int = 0
+    max_items_per_source_id: int = 0
+    items_per_source_id: Counter[str] = field(default_factory=Counter, repr=False)
     nulls_received: int = 0
     invalid_items: int = 0
     unknown_fields_received: int = 0
@@ -64,9 +72,20 @@ class SandboxStats:
             return 0.0
         return self.segment_requests / (last - first)
 
+    def count_items(self, items: list[Any]) -> None:
+        """Count the items of an accepted bulk request."""
+        self.bulk_items += len(items)
+        per_source = self.items_per_source_id
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("source_id"), str):
+                per_source[item["source_id"]] += 1
+                self.max_items_per_source_id = max(
+                    self.max_items_per_source_id, per_source[item["source_id"]]
+                )
+
     def as_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it rebuilds a Counter from (key, value) pairs, counting them.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
         for key, value in data.items():
             if isinstance(value, Counter):
                 data[key] = dict(value)

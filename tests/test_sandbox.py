@@ -1009,6 +1009,32 @@ async def test_null_metadata_keys_are_accepted_and_metadata_null_is_not() -> Non
         assert set(box.customers) == {"ok", "ok2"}
 
 
+async def test_bulk_item_stats_and_actions_readable_after_done() -> None:
+    async with sandbox(profiles=5, async_delay=0.05) as client:
+        box = client.server.sandbox
+        first = await client.send([{"source_id": "a"}, {"source_id": "b"}, {"source_id": "a"}])
+        second = await client.send([{"source_id": "a"}, {"name": "no source id"}])
+        status, _, _ = await client.vf("POST", "/v1/customers/bulk/async", [])
+        assert status == 400  # rejected requests count no items
+        assert await box.wait_idle(5)
+        async with client.session.get(client.url + "/_sandbox/stats") as resp:
+            stats = await resp.json()
+        assert stats["bulk_items"] == 5 and stats["max_items_per_source_id"] == 3
+        assert "items_per_source_id" not in stats
+        assert box.stats.items_per_source_id == {"a": 3, "b": 1}
+        async with client.session.post(client.url + "/_sandbox/reset-stats") as resp:
+            assert resp.status == 200
+        assert box.stats_json()["bulk_items"] == box.stats_json()["max_items_per_source_id"] == 0
+        await asyncio.sleep(0.2)
+        for action_id in (first, second):  # long after DONE, and after reset-stats
+            assert (await client.action(action_id))["status"] == "DONE"
+    async with sandbox(profiles=5, async_delay=0.02, fault_action_failed=1.0) as client:
+        action_id = await client.send([{"source_id": "x"}])
+        assert await client.server.sandbox.wait_idle(5)
+        await asyncio.sleep(0.2)
+        assert (await client.action(action_id))["status"] == "FAILED"
+
+
 def test_cli_knobs_for_issue_11() -> None:
     options = parse_args(["--shared-identifier", "0.25", "--merge-objects"])
     assert options.settings.shared_identifier == 0.25 and options.settings.merge_objects
