@@ -24,6 +24,9 @@ from migrator_sandbox.warehouse import WarehouseCheck
 
 #: The demo's Voucherify plan: Organization (2,000 requests/minute).
 DEMO_VOUCHERIFY_RATE = 2000
+#: Where the migrator lists profiles whose identifier another profile owns (issue 11);
+#: header ``source_id,segment_id,owner_segment_id``. No file: none listed.
+DUPLICATES_FILE = "duplicate-identifiers.csv"
 
 
 @dataclass
@@ -34,6 +37,8 @@ class DemoResult:
     listed_correctly: bool
     ledger_lines: int
     segment_429: int
+    listed_duplicates: int = 0
+    duplicates_listed_correctly: bool = True
 
     @property
     def ok(self) -> bool:
@@ -41,6 +46,7 @@ class DemoResult:
             self.run.exit_code == 0
             and self.verification.ok
             and self.listed_correctly
+            and self.duplicates_listed_correctly
             and self.ledger_lines == 0
         )
 
@@ -76,6 +82,7 @@ def _outcome(
 ) -> DemoResult:
     """The run, the oracle's verdict, and what the files say about the rest."""
     listed = _listed(out_dir / NO_IDENTIFIER_FILE)
+    duplicates = _duplicates(out_dir / DUPLICATES_FILE)
     ledger = out_dir / FAILURES_FILE
     ledger_lines = len(ledger.read_text(encoding="utf-8").splitlines()) if ledger.exists() else 0
     return DemoResult(
@@ -85,6 +92,10 @@ def _outcome(
         listed_correctly=sorted(listed) == sorted(verification.no_identifier),
         ledger_lines=ledger_lines,
         segment_429=segment_429,
+        listed_duplicates=len(duplicates),
+        # The warehouse check does not list duplicates; its demo data has none.
+        duplicates_listed_correctly=sorted(duplicates)
+        == sorted(getattr(verification, "duplicates", [])),
     )
 
 
@@ -143,3 +154,13 @@ async def run_demo_profiles_sync(
             )
         engine.dispose()
     return _outcome(result, check, out_dir, 0)
+
+
+def _duplicates(path: Path) -> list[tuple[str, str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [
+            (row["source_id"], row["segment_id"], row["owner_segment_id"])
+            for row in csv.DictReader(handle)
+        ]

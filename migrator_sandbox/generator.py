@@ -5,6 +5,11 @@ of a million profiles starts instantly and two runs with the same seed see the s
 The data is deliberately awkward (see docs/mapping.md): every trap the mapping has to get
 right appears in a realistic share of profiles, and each profile carries a ``truth`` record
 of what its standard fields are meant to be, so the oracle can be checked against intent.
+
+With ``shared_identifier`` > 0, a share of profiles are *copies*: their user_id is another
+profile's (its *original*), with an earlier, later or equal ``created_at``. Whether a
+profile is a copy, and of which original, comes from a stream of its own, so the knob
+changes nothing else in any profile.
 """
 
 from __future__ import annotations
@@ -81,6 +86,10 @@ _ADDRESS_STYLES = (
 )  # fmt: skip
 _METADATA_STYLES = (("absent", 0.45), ("dict", 0.45), ("string", 0.05), ("null", 0.05))
 _STANDARD_ADDRESS_KEYS = ("line_1", "line_2", "city", "state", "postal_code", "country")
+# How a copy's user_id entry is dated against its original's: "subsecond" is a fraction of
+# a second away and sorts the other way as a string; "tie" is the same instant.
+_SHARED_STYLES = (("earlier", 0.35), ("later", 0.35), ("subsecond", 0.1), ("tie", 0.2))
+_PARTNER_TRIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,12 @@ def _iso(ts: float, millis: bool = True) -> str:
     return f"{moment}.{int((ts % 1) * 1000):03d}Z"
 
 
+def _epoch(text: str) -> float:
+    """Inverse of ``_iso`` (``YYYY-MM-DDTHH:MM:SS[.mmm]Z``)."""
+    seconds = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    return seconds + (int(text[20:23]) / 1000 if text[19] == "." else 0.0)
+
+
 def _slug(text: str) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return "".join(c for c in ascii_text.lower() if c.isalnum()) or "user"
@@ -152,6 +167,7 @@ class ProfileGenerator:
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
         self._identity_index: dict[tuple[str, str], str] | None = None
+        self._copies_of: dict[int, list[int]] | None = None
 
     # -- identity -------------------------------------------------------------------------
 
@@ -178,6 +194,7 @@ class ProfileGenerator:
 
         Other types than segment_id need an index of every external id; it is built on the
         first such lookup (external ids never change, only traits have an overlay).
+        A user_id shared by several profiles resolves to the first of them in list order.
         """
         if id_type == "segment_id":
             return value if self.index_of(value) is not None else None
@@ -193,6 +210,51 @@ class ProfileGenerator:
     def __iter__(self) -> Iterator[GeneratedProfile]:
         return (self.profile(i) for i in range(self.count))
 
+    # -- shared identifiers ---------------------------------------------------------------
+
+    def _rolls_copy(self, i: int) -> bool:
+        share = self.settings.shared_identifier
+        return share > 0 and random.Random(f"{self._seed}:shared:{i}").random() < share
+
+    def _has_user(self, i: int) -> bool:
+        """Profile ``i``'s own has-a-user_id roll, without building it (see ``build``)."""
+        r = random.Random(f"{self._seed}:{i}")
+        r.random()  # long_tail
+        return r.random() >= self.settings.no_identifier
+
+    def original_of(self, i: int) -> int | None:
+        """The profile whose user_id profile ``i`` copies; None when ``i`` is not a copy.
+
+        An original is never a copy itself and has a user_id of its own; several copies may
+        share one original. A copy that finds no original (tiny sandboxes, share near 1)
+        stays a profile of its own.
+        """
+        if not self._rolls_copy(i) or self.count < 2:
+            return None
+        rs = random.Random(f"{self._seed}:shared:{i}")
+        rs.random()  # the roll above
+        for _ in range(_PARTNER_TRIES):
+            j = rs.randrange(self.count)
+            if j != i and not self._rolls_copy(j) and self._has_user(j):
+                return j
+        return None
+
+    def copies_of(self) -> dict[int, list[int]]:
+        """original -> its copies (ascending), for every original; built once, lazily."""
+        if self._copies_of is None:
+            groups: dict[int, list[int]] = {}
+            if self.settings.shared_identifier > 0:
+                for i in range(self.count):
+                    j = self.original_of(i)
+                    if j is not None:
+                        groups.setdefault(j, []).append(i)
+            self._copies_of = groups
+        return self._copies_of
+
+    def shares_identifier(self, i: int) -> bool:
+        """Whether profile ``i``'s user_id is also another profile's (copy or original)."""
+        return self.original_of(i) is not None or i in self.copies_of()
+
     # -- profile --------------------------------------------------------------------------
 
     def build(self, i: int) -> GeneratedProfile:
@@ -201,7 +263,7 @@ class ProfileGenerator:
             raise IndexError(i)
         r = random.Random(f"{self._seed}:{i}")
         long_tail = r.random() < self.settings.long_tail
-        has_user = r.random() >= self.settings.no_identifier
+        has_user = r.random() >= self.settings.no_identifier  # mirrored by _has_user
         first, last = r.choice(FIRST_NAMES), r.choice(LAST_NAMES)
         if r.random() < 0.03:
             first = f"{first} {r.choice(EMOJI)}"
@@ -226,6 +288,9 @@ class ProfileGenerator:
 
         base = _EPOCH_2018 + r.randrange(_FIVE_YEARS) + r.random()
         external_ids, user_id = self._external_ids(r, i, base, long_tail, has_user, email, first)
+        original = self.original_of(i) if self.settings.shared_identifier > 0 else None
+        if original is not None:
+            user_id = self._copy_user_id(i, original, external_ids, long_tail)
         created = [e["created_at"] for e in external_ids]
         metadata = {
             "created_at": min(created),
@@ -286,6 +351,52 @@ class ProfileGenerator:
             others.insert(position, user)
             position += 1
         return others, user_id
+
+    def _copy_user_id(
+        self, i: int, original: int, external_ids: list[dict[str, Any]], long_tail: bool
+    ) -> str:
+        """Replace profile ``i``'s user_id entries by one holding its original's chosen
+        user_id, dated against the original's entry; returns that user_id."""
+        source = self.profile(original)
+        shared = source.truth.user_id
+        assert shared is not None  # originals have a user_id
+        anchor = next(
+            e for e in source.external_ids if e["type"] == "user_id" and e["id"] == shared
+        )
+        rs = random.Random(f"{self._seed}:shared-entry:{i}")
+        at, text = _epoch(anchor["created_at"]), anchor["created_at"]
+        style = _pick(rs, _SHARED_STYLES)
+        if style == "earlier":
+            created = _iso(at - rs.randrange(1, 86400 * 30), millis=rs.random() < 0.7)
+        elif style == "later":
+            created = _iso(at + rs.randrange(1, 86400 * 30), millis=rs.random() < 0.7)
+        elif style == "subsecond":
+            if text.endswith(".000Z") or "." not in text:  # whole second: "…:05.500Z" is later
+                created = _iso(int(at) + 0.5)
+            else:  # "…:05Z" is earlier than "…:05.250Z"
+                created = _iso(int(at), millis=False)
+        elif "." not in text and rs.random() < 0.5:
+            created = text[:-1] + ".000Z"  # the same instant, written with milliseconds
+        else:
+            created = text
+        positions = [n for n, e in enumerate(external_ids) if e["type"] == "user_id"]
+        for n in reversed(positions):
+            del external_ids[n]
+        if positions:
+            position = positions[0]
+        else:  # a copy always has a user_id, even if it would have had none
+            low = min(100 if long_tail else 0, len(external_ids))
+            position = rs.randint(low, len(external_ids))
+        entry = {
+            "type": "user_id",
+            "id": shared,
+            "source_id": external_ids[0]["source_id"],  # anonymous ids: never none
+            "collection": "users",
+            "created_at": created,
+            "encoding": "none",
+        }
+        external_ids.insert(position, entry)
+        return shared
 
     @staticmethod
     def _second_user_id(

@@ -2,6 +2,18 @@
 
 An independent implementation of docs/mapping.md (written without looking at
 migrator/mapping.py), so that a bug in one shows up as a disagreement with the other.
+
+Two rules beyond one profile's mapping (issue 11), implemented here independently too:
+
+- **Ownership.** Profiles whose chosen identifier resolves to the same ``source_id`` share
+  one customer. Its *owner* is the profile whose chosen entry (the earliest one of the
+  identifier type, as ``source_id_of`` picks it) has the earliest ``created_at``, compared
+  as instants, an unparseable one last; ties go to the smallest ``segment_id``. The
+  customer must be the owner's; every other profile is a *duplicate*, listed by the
+  migrator in ``duplicate-identifiers.csv`` (``source_id,segment_id,owner_segment_id``).
+- **Cleared means absent.** The migrator clears a field or key it wrote earlier by sending
+  ``null``; a stored ``null`` scalar, or a ``null`` key of ``address`` or ``metadata``,
+  therefore counts as absent (and an object left with only ``null`` keys as no object).
 """
 
 from __future__ import annotations
@@ -95,8 +107,10 @@ def _instant(text: Any) -> datetime:
     return moment.replace(tzinfo=UTC)  # "Z", or no zone: read as UTC
 
 
-def source_id_of(external_ids: Iterable[dict[str, Any]], identifier: str) -> str | None:
-    """The earliest identity of the chosen type: it never changes when ids are added."""
+def chosen_identity(
+    external_ids: Iterable[dict[str, Any]], identifier: str
+) -> tuple[datetime, str] | None:
+    """(instant, id) of the entry the mapping picks: earliest created_at, then smallest id."""
     best: tuple[datetime, str] | None = None
     for entry in external_ids:
         if entry.get("type") != identifier:
@@ -107,7 +121,43 @@ def source_id_of(external_ids: Iterable[dict[str, Any]], identifier: str) -> str
         key = (_instant(entry.get("created_at")), value)
         if best is None or key < best:
             best = key
-    return None if best is None else best[1]
+    return best
+
+
+def source_id_of(external_ids: Iterable[dict[str, Any]], identifier: str) -> str | None:
+    """The earliest identity of the chosen type: it never changes when ids are added."""
+    chosen = chosen_identity(external_ids, identifier)
+    return None if chosen is None else chosen[1]
+
+
+def resolve_owners(
+    profiles: Iterable[tuple[str, Iterable[dict[str, Any]]]], identifier: str = "user_id"
+) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """Owners and duplicates of ``(segment_id, external_ids)`` pairs.
+
+    Returns ``source_id -> owner segment_id`` (profiles with no identifier are left out) and
+    the duplicates ``(source_id, segment_id, owner_segment_id)``, sorted.
+    """
+    best: dict[str, tuple[datetime, str]] = {}
+    members: dict[str, list[str]] = {}
+    for segment_id, external_ids in profiles:
+        chosen = chosen_identity(external_ids, identifier)
+        if chosen is None:
+            continue
+        instant, source_id = chosen
+        members.setdefault(source_id, []).append(segment_id)
+        key = (instant, segment_id)
+        if source_id not in best or key < best[source_id]:
+            best[source_id] = key
+    owners = {source_id: key[1] for source_id, key in best.items()}
+    duplicates = sorted(
+        (source_id, segment_id, owners[source_id])
+        for source_id, group in members.items()
+        if len(group) > 1
+        for segment_id in group
+        if segment_id != owners[source_id]
+    )
+    return owners, duplicates
 
 
 def birthdate_of(traits: dict[str, Any]) -> str | None:
@@ -219,6 +269,9 @@ class Verification:
     wrong: list[tuple[str, str]] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     no_identifier: set[str] = field(default_factory=set)
+    #: (source_id, segment_id, owner_segment_id) of every profile that is not its
+    #: source_id's owner, sorted: what duplicate-identifiers.csv must list.
+    duplicates: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -233,38 +286,84 @@ class Verification:
         return (
             f"expected={self.expected} arrived={self.arrived} correct={self.correct} "
             f"missing={len(self.missing)} wrong={len(self.wrong)} "
-            f"unexpected={len(self.unexpected)} no_identifier={len(self.no_identifier)}"
+            f"unexpected={len(self.unexpected)} no_identifier={len(self.no_identifier)} "
+            f"duplicates={len(self.duplicates)}"
         )
+
+
+def stored_view(customer: dict[str, Any]) -> dict[str, Any]:
+    """A stored customer as the mapping sees it: cleared (``null``) fields and keys of
+    ``address`` / ``metadata`` removed; an object left with only cleared keys removed too.
+
+    Only those top-level keys: a ``null`` deeper inside metadata is data the migrator
+    should never have sent, so it stays and shows up as a difference.
+    """
+    view: dict[str, Any] = {}
+    for key, value in customer.items():
+        if value is None:
+            continue
+        if key in ("address", "metadata") and isinstance(value, dict):
+            kept = {k: v for k, v in value.items() if v is not None}
+            if not kept and value:
+                continue
+            value = kept
+        view[key] = value
+    return view
+
+
+def differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Fields where a stored customer differs from the expected one, nulls as cleared."""
+    actual = stored_view(stored)
+    keys = [*expected, *(k for k in actual if k not in expected)]
+    return [key for key in keys if actual.get(key, _ABSENT) != expected.get(key, _ABSENT)]
 
 
 def verify(
     sandbox: Sandbox, identifier: str = "user_id", metadata_mode: str = "metadata"
 ) -> Verification:
-    """Compare ``sandbox.customers`` with the expected customer of every profile."""
+    """Compare ``sandbox.customers`` with the expected customer of every source_id's owner.
+
+    One pass, holding per source_id only the best owner so far and how its expected
+    customer compares with the stored one, so big sandboxes verify in bounded memory.
+    """
     result = Verification()
-    expected_ids: set[str] = set()
     stored = sandbox.customers
+    # source_id -> (owner key, outcome): None = missing, else the differing fields.
+    best: dict[str, tuple[tuple[datetime, str], tuple[str, ...] | None]] = {}
+    members: dict[str, list[str]] = {}
     for segment_id in sandbox.segment_ids():
         traits, external_ids = sandbox.profile(segment_id)
-        expected = expected_customer(segment_id, traits, external_ids, identifier, metadata_mode)
-        if expected is None:
+        chosen = chosen_identity(external_ids, identifier)
+        if chosen is None:
             result.no_identifier.add(segment_id)
             continue
-        source_id = expected["source_id"]
-        expected_ids.add(source_id)
-        result.expected += 1
+        instant, source_id = chosen
+        key = (instant, segment_id)
+        previous = best.get(source_id)
+        if previous is not None:
+            group = members.setdefault(source_id, [previous[0][1]])
+            group.append(segment_id)
+            if previous[0] <= key:
+                continue
+        expected = expected_customer(segment_id, traits, external_ids, identifier, metadata_mode)
+        assert expected is not None and expected["source_id"] == source_id
         actual = stored.get(source_id)
-        if actual is None:
+        outcome = None if actual is None else tuple(differences(actual, expected))
+        best[source_id] = (key, outcome)
+    for source_id, (_, outcome) in best.items():
+        result.expected += 1
+        if outcome is None:
             result.missing.append(source_id)
             continue
         result.arrived += 1
-        if actual == expected:
+        if not outcome:
             result.correct += 1
-            continue
-        for key in [*expected, *(k for k in actual if k not in expected)]:
-            if actual.get(key, _ABSENT) != expected.get(key, _ABSENT):
-                result.wrong.append((source_id, key))
-    result.unexpected = [sid for sid in stored if sid not in expected_ids]
+        result.wrong.extend((source_id, key) for key in outcome)
+    for source_id, group in members.items():
+        owner = best[source_id][0][1]
+        result.duplicates.extend((source_id, sid, owner) for sid in group if sid != owner)
+    result.duplicates.sort()
+    result.unexpected = [sid for sid in stored if sid not in best]
     return result
 
 

@@ -124,7 +124,7 @@ async def traits(request: web.Request) -> web.Response:
     resolved = _resolve(request)
     if isinstance(resolved, web.Response):
         return resolved
-    _, generated, current = resolved
+    sandbox, generated, current = resolved
     keys: Iterable[str] = current
     include = _csv(request, "include")
     if include is not None:
@@ -141,7 +141,16 @@ async def traits(request: web.Request) -> web.Response:
     if request.query.get("verbose", "").lower() == "true":
         source = generated.external_ids[0]["source_id"]
         updated = generated.metadata["updated_at"]
-        body = {k: {"value": current[k], "source_id": source, "updated_at": updated} for k in names}
+        changed = sandbox.overlay_keys(generated.segment_id)
+        changed_at = sandbox.changed_at(generated.segment_id)
+        body = {
+            k: {
+                "value": current[k],
+                "source_id": source,
+                "updated_at": changed_at if k in changed else updated,
+            }
+            for k in names
+        }
     else:
         body = {key: current[key] for key in names}
     return json_response({"traits": body, "cursor": cursor})
@@ -167,5 +176,8 @@ async def metadata(request: web.Request) -> web.Response:
     resolved = _resolve(request)
     if isinstance(resolved, web.Response):
         return resolved
-    _, generated, _ = resolved
-    return json_response({"metadata": generated.metadata})
+    sandbox, generated, _ = resolved
+    changed_at = sandbox.changed_at(generated.segment_id)
+    if changed_at is None:
+        return json_response({"metadata": generated.metadata})
+    return json_response({"metadata": {**generated.metadata, "updated_at": changed_at}})

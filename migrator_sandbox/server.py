@@ -34,6 +34,8 @@ def build_app(sandbox: Sandbox) -> web.Application:
     app.router.add_post("/_sandbox/reset-stats", _reset_stats)
     app.router.add_get("/_sandbox/verify", _verify)
     app.router.add_get("/_sandbox/customers", _customers)
+    app.router.add_post("/_sandbox/mutate", _mutate)
+    app.router.add_get("/_sandbox/changed", _changed)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     return app
@@ -82,8 +84,73 @@ async def _verify(request: web.Request) -> web.Response:
             "unexpected": result.unexpected[:100],
             "unexpected_count": len(result.unexpected),
             "no_identifier_count": len(result.no_identifier),
+            "duplicates": result.duplicates,  # all of them: compare with the CSV
+            "duplicates_count": len(result.duplicates),
         }
     )
+
+
+_MUTATE_KEYS = {"remove", "set", "count", "segment_ids", "seed", "identifier", "metadata_mode"}
+
+
+def _mutation(body: Any) -> dict[str, Any] | str:
+    """``Sandbox.mutate``'s keyword arguments from a JSON body, or why they are invalid."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    unknown = sorted(set(body) - _MUTATE_KEYS)
+    if unknown:
+        return f"unknown keys: {', '.join(unknown)}"
+    remove = body.get("remove", [])
+    if not isinstance(remove, list) or not all(
+        isinstance(p, str) or (isinstance(p, list) and all(isinstance(k, str) for k in p))
+        for p in remove
+    ):
+        return "remove must be a list of trait paths (dotted strings or lists of keys)"
+    if not isinstance(body.get("set", {}), dict):
+        return "set must be an object of trait path -> value"
+    count, segment_ids = body.get("count"), body.get("segment_ids")
+    if (count is None) == (segment_ids is None):
+        return "give either count or segment_ids"
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        return "count must be an integer >= 0"
+    if segment_ids is not None and (
+        not isinstance(segment_ids, list) or not all(isinstance(s, str) for s in segment_ids)
+    ):
+        return "segment_ids must be a list of strings"
+    seed = body.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return "seed must be an integer"
+    if not isinstance(body.get("identifier", "user_id"), str):
+        return "identifier must be a string"
+    if body.get("metadata_mode", "metadata") not in METADATA_MODES:
+        return f"metadata_mode must be one of {', '.join(METADATA_MODES)}"
+    return dict(body)
+
+
+async def _mutate(request: web.Request) -> web.Response:
+    """Change profiles between runs; body and answer in ``Sandbox.mutate``'s terms:
+    ``{"remove": [...], "set": {...}, "count": N | "segment_ids": [...], "seed": S,
+    "identifier": ..., "metadata_mode": ...}`` -> ``{"changed": [...], "changed_count": n}``.
+    """
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "the body must be JSON"}, status=400)
+    kwargs = _mutation(body)
+    if isinstance(kwargs, str):
+        return web.json_response({"error": kwargs}, status=400)
+    try:
+        changed = request.app[SANDBOX_KEY].mutate(**kwargs)
+    except KeyError as exc:
+        return web.json_response({"error": f"no profile {exc.args[0]}"}, status=404)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response({"changed": changed, "changed_count": len(changed)})
+
+
+async def _changed(request: web.Request) -> web.Response:
+    changed = request.app[SANDBOX_KEY].changed_profiles()
+    return web.json_response({"changed": changed, "changed_count": len(changed)})
 
 
 def sandbox_env(url: str, settings: SandboxSettings) -> dict[str, str]:
@@ -220,6 +287,10 @@ class ThreadedSandbox:
     def wait_idle(self, timeout: float = 30.0) -> bool:
         return self.run(self.sandbox.wait_idle(timeout), timeout + 5)
 
+    def mutate(self, **kwargs: Any) -> list[str]:
+        """``Sandbox.mutate`` on the server's loop (same keyword arguments and result)."""
+        return self.call(self.sandbox.mutate, **kwargs)
+
     def stop(self) -> None:
         if self._loop is None:
             return
@@ -261,7 +332,8 @@ def serve(
                 print(f"export {name}={shlex.quote(value)}")
             print(
                 f"# sandbox: {settings.profiles} profiles (seed {settings.seed}) at {server.url};"
-                " stats at /_sandbox/stats, verdict at /_sandbox/verify; Ctrl-C stops",
+                " stats at /_sandbox/stats, verdict at /_sandbox/verify, changes between runs"
+                " via POST /_sandbox/mutate; Ctrl-C stops",
                 flush=True,
             )
             await asyncio.Event().wait()

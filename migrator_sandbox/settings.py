@@ -27,6 +27,7 @@ class SandboxSettings:
     Rates mirror the production defaults the migrator must respect: Segment counts
     requests per second per space, Voucherify requests per minute (0 = no limit).
     Fault shares are probabilities per request (or per action / customer).
+    ``HELP`` below says what each knob means.
     """
 
     profiles: int = 2000
@@ -52,6 +53,8 @@ class SandboxSettings:
     metadata_schema: dict[str, dict] = field(default_factory=dict)
     long_tail: float = 0.05
     no_identifier: float = 0.08
+    shared_identifier: float = 0.0
+    merge_objects: bool = False
     record_bodies: bool = False
     hang_cap_s: float = 120.0
 
@@ -66,7 +69,7 @@ class SandboxSettings:
         if self.async_delay < 0:
             raise ValueError("async_delay must be >= 0")
         shares = [*FAULT_SHARES, "fault_action_failed", "fault_customer_error"]
-        for name in [*shares, "long_tail", "no_identifier"]:
+        for name in [*shares, "long_tail", "no_identifier", "shared_identifier"]:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within 0..1")
@@ -74,6 +77,22 @@ class SandboxSettings:
         if sum(getattr(self, name) for name in FAULT_SHARES) > 1.0:
             raise ValueError("the per-request fault shares must sum to at most 1")
 
+
+#: What a knob means, for ``--help``; a knob not listed shows only its default.
+HELP = {
+    "async_delay": "seconds before an accepted bulk request's async action is DONE",
+    "long_tail": "share of profiles with 201-300 traits and user_id past the first page",
+    "no_identifier": "share of profiles with no user_id",
+    "shared_identifier": (
+        "share of profiles whose user_id is another profile's (a copy with an earlier, "
+        "later or equal created_at); the migrator keeps the earliest one's customer and "
+        "lists the others in duplicate-identifiers.csv"
+    ),
+    "merge_objects": (
+        "Voucherify merges address and metadata key by key (a null key clears it) instead "
+        "of replacing them as whole objects"
+    ),
+}
 
 # -- the command line -----------------------------------------------------------------------
 
@@ -126,12 +145,19 @@ def build_parser(prog: str = "python -m migrator_sandbox") -> argparse.ArgumentP
             continue
         flag = "--" + spec.name.replace("_", "-")
         default = spec.default
+        meaning = HELP.get(spec.name)
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{meaning} ({default})" if meaning else None,
+            )
         else:
             metavar = "TEXT" if isinstance(default, str) else "N"
+            shown = f"{meaning} ({default})" if meaning else f"({default})"
             parser.add_argument(
-                flag, type=type(default), default=default, metavar=metavar, help=f"({default})"
+                flag, type=type(default), default=default, metavar=metavar, help=shown
             )
     return parser
 

@@ -3,8 +3,9 @@ async actions.
 
 The check is hand-written against the official request schema. The package must not read
 the schema file at run time, and the real API deviates from the schema in one way that
-matters: ``null`` is accepted for scalar fields and ``address``, and it overwrites the stored
-value. The check reproduces that behaviour.
+matters: ``null`` is accepted for scalar fields, ``address``, a key of ``address`` and a key
+of ``metadata``, and it overwrites the stored value (``metadata`` itself must be an
+object). The check reproduces that behaviour.
 """
 
 from __future__ import annotations
@@ -136,17 +137,29 @@ class AsyncAction:
         return data
 
 
+OBJECT_FIELDS = ("address", "metadata")
+
+
 class CustomerStore:
     """source_id -> customer exactly as the requests built it (no server-side fields),
-    so a verifier can compare it with an expected customer for equality."""
+    so a verifier can compare it with an expected customer for equality.
 
-    def __init__(self) -> None:
+    ``merge_objects``: address and metadata are merged key by key, as some APIs do,
+    instead of replaced as whole objects.
+    """
+
+    def __init__(self, merge_objects: bool = False) -> None:
+        self.merge_objects = merge_objects
         self.customers: dict[str, dict[str, Any]] = {}
         self._meta: dict[str, tuple[str, float, float]] = {}
 
     def upsert(self, item: dict[str, Any]) -> None:
-        """Field by field: present keys replace (null included), absent keys are kept;
-        address and metadata are replaced as whole objects."""
+        """Field by field: present keys replace (null included), absent keys are kept.
+
+        Address and metadata are replaced as whole objects; with ``merge_objects`` an
+        object is merged into the stored one instead (present keys replace, a null key is
+        stored as null), and a null object still replaces it.
+        """
         source_id = item["source_id"]
         fields = {key: item[key] for key in item if key in KNOWN_FIELDS}
         now = time.time()
@@ -155,15 +168,23 @@ class CustomerStore:
             self.customers[source_id] = fields
             self._meta[source_id] = (new_id("cust_"), now, now)
         else:
+            if self.merge_objects:
+                for key in OBJECT_FIELDS:
+                    old, new = stored.get(key), fields.get(key)
+                    if isinstance(old, dict) and isinstance(new, dict):
+                        fields[key] = {**old, **new}
             stored.update(fields)
-            cust_id, created, _ = self._meta[source_id]
+            # A test may have put the customer into ``customers`` directly: no meta yet.
+            cust_id, created, _ = self._meta.get(source_id) or (new_id("cust_"), now, now)
             self._meta[source_id] = (cust_id, created, now)
 
     def to_json(self, source_id: str) -> dict[str, Any] | None:
         stored = self.customers.get(source_id)
         if stored is None:
             return None
-        cust_id, created, updated = self._meta[source_id]
+        cust_id, created, updated = self._meta.setdefault(
+            source_id, (new_id("cust_"), time.time(), time.time())
+        )
         return {
             "id": cust_id,
             **stored,

@@ -67,6 +67,7 @@ async def bulk_upsert(request: web.Request) -> web.Response:
         details = f"At most {MAX_ITEMS} customers per request, got {len(items)}"
         return reject(400, "too_many_items", "Too many items", details)
     stats.customers_received += len(items)
+    stats.count_items(items)
     stats.nulls_received += count_nulls(items)
     action = sandbox.actions.enqueue(items, REQUEST_ID.get())
     stats.invalid_items += sum(problem is not None for problem in action.problems)

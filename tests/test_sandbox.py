@@ -32,8 +32,17 @@ from migrator_sandbox import (
     sandbox_env,
     verify,
 )
-from migrator_sandbox.oracle import CONSUMED_KEYS, birthdate_of, source_id_of, string_value
-from migrator_sandbox.settings import parse_args
+from migrator_sandbox.oracle import (
+    CONSUMED_KEYS,
+    birthdate_of,
+    chosen_identity,
+    differences,
+    resolve_owners,
+    source_id_of,
+    stored_view,
+    string_value,
+)
+from migrator_sandbox.settings import build_parser, parse_args
 
 SCHEMA = json.loads((Path(__file__).parent / "voucherify-customers-bulk.schema.json").read_text())
 BASE = "/v1/spaces/spa_sandbox/collections/users/profiles"
@@ -698,3 +707,340 @@ def test_stats_counters_are_plain_json() -> None:
     data = json.loads(json.dumps(box.stats_json()))
     assert data["faults_injected"] == {"5xx": 2} and data["pending_actions"] == 0
     assert isinstance(box.stats.segment_endpoints, Counter)
+
+
+# -- issue 11: shared identifiers, changes between runs, clearing, confirmation -------------
+
+
+def _chosen_entry(profile: Any) -> dict[str, Any]:
+    chosen = source_id_of(profile.external_ids, "user_id")
+    return next(e for e in profile.external_ids if e["type"] == "user_id" and e["id"] == chosen)
+
+
+def test_generator_shared_identifiers_share_and_determinism() -> None:
+    settings = SandboxSettings(profiles=2000, seed=5, shared_identifier=0.1)
+    one, two = ProfileGenerator(settings), ProfileGenerator(settings)
+    assert all(one.build(i) == two.build(i) for i in range(2000))
+    plain = ProfileGenerator(SandboxSettings(profiles=2000, seed=5))
+    copies = [i for i in range(2000) if one.original_of(i) is not None]
+    assert 0.07 < len(copies) / 2000 < 0.13
+    assert copies == [i for i in range(2000) if two.original_of(i) is not None]
+    other_seed = ProfileGenerator(SandboxSettings(profiles=2000, seed=6, shared_identifier=0.1))
+    assert copies != [i for i in range(2000) if other_seed.original_of(i) is not None]
+
+    order = Counter()
+    for i in range(2000):
+        shared, own = one.build(i), plain.build(i)
+        assert shared.traits == own.traits and shared.segment_id == own.segment_id
+        original = one.original_of(i)
+        if original is None:
+            assert shared == own  # originals and unshared profiles are untouched
+            continue
+        assert original not in copies and one.build(original).truth.user_id is not None
+        assert i in one.copies_of()[original] and one.shares_identifier(original)
+        entries = [e for e in shared.external_ids if e["type"] == "user_id"]
+        anchor = _chosen_entry(one.build(original))
+        assert [e["id"] for e in entries] == [anchor["id"]] == [shared.truth.user_id]
+        mine, theirs = entries[0]["created_at"], anchor["created_at"]
+        at_mine = chosen_identity(entries, "user_id")
+        at_theirs = chosen_identity([anchor], "user_id")
+        assert at_mine is not None and at_theirs is not None
+        as_instants = (at_mine > at_theirs) - (at_mine < at_theirs)
+        order[as_instants] += 1
+        if as_instants == 0 and mine != theirs:
+            order["same instant, other text"] += 1
+        if as_instants != 0 and (mine > theirs) != (as_instants > 0):
+            order["string order misleads"] += 1
+        position = shared.external_ids.index(entries[0])
+        assert not shared.long_tail or position >= 100
+    assert order[-1] > 20 and order[1] > 20 and order[0] > 10, order
+    assert order["same instant, other text"] and order["string order misleads"], order
+    # Each copy is one duplicate: the share is the share of non-owners.
+    owners, duplicates = resolve_owners((p.segment_id, p.external_ids) for p in one)
+    assert len(duplicates) == len(copies)
+    assert len(owners) == sum(p.truth.user_id is not None for p in one) - len(copies)
+
+
+def test_oracle_ownership_rule() -> None:
+    def ext(value: str, created: Any) -> dict[str, Any]:
+        return {"type": "user_id", "id": value, "created_at": created}
+
+    profiles = [
+        ("use_b", [ext("u1", "2020-01-01T00:00:00.500Z")]),
+        ("use_a", [ext("u1", "2020-01-01T00:00:01Z")]),
+        ("use_c", [ext("u1", "2020-01-01T01:00:00+01:00")]),  # 00:00:00Z: the earliest
+        ("use_z", [ext("u2", "2021-05-05T10:00:00Z")]),  # a tie: smallest segment_id
+        ("use_y", [ext("u2", "2021-05-05T10:00:00.000Z")]),
+        ("use_x", [ext("u2", "2021-05-05T10:00:01Z")]),
+        ("use_e", [ext("u3", "garbage")]),  # unparseable sorts last
+        ("use_f", [ext("u3", None)]),
+        ("use_g", [ext("u3", "2030-01-01T00:00:00Z")]),
+        ("use_h", [ext("u3", "")]),
+        # use_i's chosen id is u9 (its earliest): it is not in u1's group at all.
+        ("use_i", [ext("u1", "2019-01-01T00:00:00Z"), ext("u9", "2018-01-01T00:00:00Z")]),
+        ("use_j", [{"type": "anonymous_id", "id": "u1", "created_at": "2000-01-01T00:00:00Z"}]),
+    ]
+    owners, duplicates = resolve_owners(profiles)
+    assert owners == {"u1": "use_c", "u2": "use_y", "u3": "use_g", "u9": "use_i"}
+    assert duplicates == [
+        ("u1", "use_a", "use_c"),
+        ("u1", "use_b", "use_c"),
+        ("u2", "use_x", "use_y"),
+        ("u2", "use_z", "use_y"),
+        ("u3", "use_e", "use_g"),
+        ("u3", "use_f", "use_g"),
+        ("u3", "use_h", "use_g"),
+    ]
+    only_unparseable = [("use_q", [ext("u4", "x")]), ("use_p", [ext("u4", "y")])]
+    assert resolve_owners(only_unparseable) == ({"u4": "use_p"}, [("u4", "use_q", "use_p")])
+    assert resolve_owners(profiles, "anonymous_id") == ({"u1": "use_j"}, [])
+
+
+def test_verify_expects_owners_and_lists_duplicates() -> None:
+    box = Sandbox(SandboxSettings(profiles=400, shared_identifier=0.15))
+    pairs = [(sid, box.profile(sid)[1]) for sid in box.segment_ids()]
+    owners, duplicates = resolve_owners(pairs)
+    assert duplicates and len(owners) < 400
+    for source_id, owner in owners.items():
+        customer = expected_customer(owner, *box.profile(owner))
+        assert customer is not None and customer["source_id"] == source_id
+        box.customers[source_id] = customer
+    result = verify(box)
+    assert result.ok, result.summary()
+    assert result.expected == len(owners) and result.duplicates == duplicates
+    assert f"duplicates={len(duplicates)}" in result.summary()
+    # The last writer being a non-owner is wrong, whatever the order of the profiles.
+    source_id, loser, _ = duplicates[0]
+    box.customers[source_id] = expected_customer(loser, *box.profile(loser))
+    result = verify(box)
+    assert not result.ok and {sid for sid, _ in result.wrong} == {source_id}
+    assert result.duplicates == duplicates
+
+
+async def test_verify_json_lists_every_duplicate() -> None:
+    async with sandbox(profiles=300, shared_identifier=0.2) as client:
+        box = client.server.sandbox
+        async with client.session.get(client.url + "/_sandbox/verify") as resp:
+            body = await resp.json()
+        expected = verify(box).duplicates
+        assert len(expected) > 30
+        assert body["duplicates_count"] == len(body["duplicates"]) == len(expected)
+        assert [tuple(row) for row in body["duplicates"]] == expected
+        assert (
+            body["missing_count"]
+            == body["expected"]
+            == 300 - len(expected) - len(verify(box).no_identifier)
+        )
+
+
+async def test_mutation_over_http_is_served_and_expected() -> None:
+    async with sandbox(profiles=200) as client:
+        box = client.server.sandbox
+        for sid in box.segment_ids():
+            customer = expected_customer(sid, *box.profile(sid))
+            if customer is not None:
+                box.customers[customer["source_id"]] = customer
+        assert verify(box).ok
+        before = {sid: box.profile(sid)[0] for sid in box.segment_ids()}
+        url = client.url + "/_sandbox/mutate"
+        async with client.session.post(url, json={"remove": ["phone"], "count": 4}) as resp:
+            assert resp.status == 200
+            changed = (await resp.json())["changed"]
+        assert len(changed) == 4 and box.changed_profiles() == changed
+        for sid in changed:
+            assert string_value(before[sid].get("phone")) is not None
+            traits = dict(await client.all_pages(f"/segment_id:{sid}/traits", "traits"))
+            assert "phone" not in traits
+            assert {k: v for k, v in before[sid].items() if k != "phone"} == traits
+            status, meta, _ = await client.seg(f"/segment_id:{sid}/metadata")
+            assert status == 200 and meta["metadata"]["updated_at"] == box.changed_at(sid)
+            assert box.changed_at(sid) > box.view(sid)[0].metadata["updated_at"]
+        result = verify(box)
+        assert sorted(result.wrong) == sorted(
+            (expected_customer(sid, *box.profile(sid))["source_id"], "phone") for sid in changed
+        )
+        # Clearing with null is what the migrator sends: it verifies.
+        clears = [
+            {"source_id": expected_customer(sid, *box.profile(sid))["source_id"], "phone": None}
+            for sid in changed
+        ]
+        await client.send(clears)
+        assert await box.wait_idle(5)
+        assert verify(box).ok
+        async with client.session.get(client.url + "/_sandbox/changed") as resp:
+            assert (await resp.json()) == {"changed": changed, "changed_count": 4}
+
+        # Explicit profiles, nested paths, set; a second pick avoids changed profiles.
+        sid = changed[0]
+        body = {
+            "segment_ids": [sid],
+            "remove": ["metadata.loyalty_tier", ["address", "city"], "missing.key"],
+            "set": {"metadata.tier": "gold", "email": "new@example.com"},
+        }
+        async with client.session.post(url, json=body) as resp:
+            assert resp.status == 200 and (await resp.json())["changed"] == [sid]
+        traits = box.profile(sid)[0]
+        assert traits["email"] == "new@example.com" and traits["metadata"]["tier"] == "gold"
+        assert "loyalty_tier" not in traits["metadata"]
+        assert "city" not in (traits.get("address") or {})
+        status, verbose, _ = await client.seg(
+            f"/segment_id:{sid}/traits", verbose="true", limit=200
+        )
+        stamps = {k: v["updated_at"] for k, v in verbose["traits"].items()}
+        generated_at = box.view(sid)[0].metadata["updated_at"]
+        assert stamps["email"] == stamps["metadata"] == box.changed_at(sid) != generated_at
+        assert {stamps[k] for k in stamps if k not in box.overlay_keys(sid)} == {generated_at}
+        async with client.session.post(url, json={"remove": ["email"], "count": 50}) as resp:
+            again = (await resp.json())["changed"]
+        assert len(again) == 50 and not set(again) & set(changed)
+        for bad, status in [
+            ({"remove": ["phone"]}, 400),
+            ({"remove": "phone", "count": 1}, 400),
+            ({"count": -1}, 400),
+            ({"count": 1, "colour": "red"}, 400),
+            ({"count": 1, "metadata_mode": "some"}, 400),
+            ({"segment_ids": ["use_nobody"], "remove": ["phone"]}, 404),
+            ([1, 2], 400),
+        ]:
+            async with client.session.post(url, json=bad) as resp:
+                assert resp.status == status, bad
+                assert "error" in await resp.json()
+
+
+def test_mutation_python_api_is_deterministic_and_small() -> None:
+    knobs = {"profiles": 300, "shared_identifier": 0.1}
+    one, two = Sandbox(SandboxSettings(**knobs)), Sandbox(SandboxSettings(**knobs))
+    picked = one.mutate(remove=["address.city", "city"], count=6, seed=3)
+    assert picked == two.mutate(remove=["address.city", "city"], count=6, seed=3)
+    assert picked != Sandbox(SandboxSettings(**knobs)).mutate(
+        remove=["address.city", "city"], count=6, seed=4
+    )
+    for sid in picked:
+        index = one.generator.index_of(sid)
+        assert index is not None and not one.generator.shares_identifier(index)
+        customer = expected_customer(sid, *one.profile(sid))
+        assert customer is not None and "city" not in customer.get("address", {})
+        assert one.overlay_keys(sid) <= {"address", "city"}
+    assert one.changed_profiles() == picked
+    untouched = next(s for s in one.segment_ids() if s not in picked)
+    assert one.overlay_keys(untouched) == frozenset() and one.changed_at(untouched) is None
+    # In "all" mode a custom trait counts; in "metadata" mode it does not.
+    assert one.mutate(remove=["plan"], count=3, metadata_mode="all")
+    assert one.mutate(remove=["plan"], count=3) == []
+    with pytest.raises(ValueError):
+        one.mutate(remove=["phone"])
+    with pytest.raises(ValueError):
+        one.mutate(remove=[""], count=1)
+    with pytest.raises(KeyError):
+        one.mutate(remove=["phone"], segment_ids=["use_nobody"])
+    assert one.mutate(remove=["no_such_trait"], segment_ids=[one.segment_ids()[0]]) == []
+    settings = SandboxSettings(profiles=50)
+    with ThreadedSandbox(settings) as threaded:
+        changed = threaded.mutate(set={"phone": "+48 600 000 000"}, count=2)
+        assert len(changed) == 2
+        assert all(threaded.sandbox.profile(s)[0]["phone"] == "+48 600 000 000" for s in changed)
+        assert threaded.sandbox.stats_json()["profiles_changed"] == 2
+
+
+async def test_merge_objects_and_nulls_count_as_cleared() -> None:
+    first = {
+        "source_id": "c1",
+        "name": "Zoë",
+        "phone": "+48 600 000 000",
+        "address": {"city": "Kraków", "line_2": "Apt 4B"},
+        "metadata": {"tier": "silver", "old_key": 1},
+    }
+    clear = {
+        "source_id": "c1",
+        "phone": None,
+        "address": {"city": "X", "line_2": None},
+        "metadata": {"tier": "gold", "old_key": None},
+    }
+    expected = {
+        "source_id": "c1",
+        "name": "Zoë",
+        "address": {"city": "X"},
+        "metadata": {"tier": "gold"},
+    }
+    for merge in (False, True):
+        async with sandbox(profiles=5, merge_objects=merge) as client:
+            box = client.server.sandbox
+            ids = [await client.send([first]), await client.send([clear])]
+            assert await box.wait_idle(5)
+            for action_id in ids:
+                assert (await client.action(action_id))["result"]["failed_count"] == 0
+            customer = box.customers["c1"]
+            assert customer["phone"] is None  # stored as null, read as cleared
+            assert customer["address"] == {"city": "X", "line_2": None}
+            assert customer["metadata"] == {"tier": "gold", "old_key": None}
+            assert differences(customer, expected) == []
+            assert differences(customer, expected | {"phone": "+48"}) == ["phone"]
+            # Where the two modes differ: an object that leaves keys out.
+            await client.send([{"source_id": "c1", "address": {"state": "NY"}}])
+            assert await box.wait_idle(5)
+            merged = {"city": "X", "line_2": None, "state": "NY"}
+            address = merged if merge else {"state": "NY"}
+            assert box.customers["c1"]["address"] == address
+            readable = {k: v for k, v in address.items() if v is not None}
+            assert differences(box.customers["c1"], expected | {"address": readable}) == []
+
+    # A stored null anywhere the migrator may clear counts as absent, in both modes.
+    assert stored_view({"source_id": "a", "phone": None, "metadata": {"k": None}}) == {
+        "source_id": "a"
+    }
+    assert stored_view({"source_id": "a", "address": {}}) == {"source_id": "a", "address": {}}
+    nested = {"source_id": "a", "metadata": {"k": {"deep": None}}}
+    assert differences(nested, {"source_id": "a", "metadata": {"k": {}}}) == ["metadata"]
+
+
+async def test_null_metadata_keys_are_accepted_and_metadata_null_is_not() -> None:
+    async with sandbox(profiles=5) as client:
+        box = client.server.sandbox
+        action_id = await client.send(
+            [
+                {"source_id": "ok", "metadata": {"gone": None}, "address": {"city": None}},
+                {"source_id": "ok2", "address": None, "birthdate": None, "email": None},
+                {"source_id": "bad", "metadata": None},
+            ]
+        )
+        assert await box.wait_idle(5)
+        errors = (await client.action(action_id))["result"]["errors"]
+        assert [(e["source_id"], e["key"]) for e in errors] == [("bad", "invalid_customer")]
+        assert set(box.customers) == {"ok", "ok2"}
+
+
+async def test_bulk_item_stats_and_actions_readable_after_done() -> None:
+    async with sandbox(profiles=5, async_delay=0.05) as client:
+        box = client.server.sandbox
+        first = await client.send([{"source_id": "a"}, {"source_id": "b"}, {"source_id": "a"}])
+        second = await client.send([{"source_id": "a"}, {"name": "no source id"}])
+        status, _, _ = await client.vf("POST", "/v1/customers/bulk/async", [])
+        assert status == 400  # rejected requests count no items
+        assert await box.wait_idle(5)
+        async with client.session.get(client.url + "/_sandbox/stats") as resp:
+            stats = await resp.json()
+        assert stats["bulk_items"] == 5 and stats["max_items_per_source_id"] == 3
+        assert "items_per_source_id" not in stats
+        assert box.stats.items_per_source_id == {"a": 3, "b": 1}
+        async with client.session.post(client.url + "/_sandbox/reset-stats") as resp:
+            assert resp.status == 200
+        assert box.stats_json()["bulk_items"] == box.stats_json()["max_items_per_source_id"] == 0
+        await asyncio.sleep(0.2)
+        for action_id in (first, second):  # long after DONE, and after reset-stats
+            assert (await client.action(action_id))["status"] == "DONE"
+    async with sandbox(profiles=5, async_delay=0.02, fault_action_failed=1.0) as client:
+        action_id = await client.send([{"source_id": "x"}])
+        assert await client.server.sandbox.wait_idle(5)
+        await asyncio.sleep(0.2)
+        assert (await client.action(action_id))["status"] == "FAILED"
+
+
+def test_cli_knobs_for_issue_11() -> None:
+    options = parse_args(["--shared-identifier", "0.25", "--merge-objects"])
+    assert options.settings.shared_identifier == 0.25 and options.settings.merge_objects
+    defaults = parse_args([]).settings
+    assert defaults.shared_identifier == 0.0 and defaults.merge_objects is False
+    text = build_parser().format_help()
+    assert "duplicate-identifiers.csv" in text and "key by key" in text
+    with pytest.raises(ValueError):
+        SandboxSettings(shared_identifier=1.5)
