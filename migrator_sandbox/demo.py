@@ -12,7 +12,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrator.config import RunOptions, load_settings
+from migrator.config import RunOptions, Settings, load_settings
 from migrator.mapping import MetadataMode
 from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
 from migrator.runner import OnStart, RunResult, run_migration
@@ -58,20 +58,32 @@ async def run_demo(
     on_start: OnStart | None = None,
 ) -> DemoResult:
     async with SandboxServer(sandbox_settings) as server:
-        env = server.env()
-        env.setdefault("VOUCHERIFY_RATE_LIMIT", str(DEMO_VOUCHERIFY_RATE))
-        settings = load_settings(env)
-        result = await run_migration(
-            settings,
-            out_dir,
-            RunOptions(metadata_mode=MetadataMode(metadata_mode)),
-            restart=True,
-            on_start=on_start,
-        )
-        await server.sandbox.wait_idle()
+        settings, result = await _migrate(server, {}, out_dir, metadata_mode, on_start)
         verification = verify(server.sandbox, settings.identifier, metadata_mode)
         segment_429 = int(server.sandbox.stats_json().get("segment_429", 0))
     return _outcome(result, verification, out_dir, segment_429)
+
+
+async def _migrate(
+    server: SandboxServer,
+    source: dict[str, str],
+    out_dir: Path,
+    metadata_mode: str,
+    on_start: OnStart | None,
+) -> tuple[Settings, RunResult]:
+    """`migrator run --restart` against the sandbox (on the demo's plan), settled."""
+    env = server.env() | source
+    env.setdefault("VOUCHERIFY_RATE_LIMIT", str(DEMO_VOUCHERIFY_RATE))
+    settings = load_settings(env)
+    result = await run_migration(
+        settings,
+        out_dir,
+        RunOptions(metadata_mode=MetadataMode(metadata_mode)),
+        restart=True,
+        on_start=on_start,
+    )
+    await server.sandbox.wait_idle()
+    return settings, result
 
 
 def _outcome(
@@ -129,21 +141,12 @@ async def run_demo_profiles_sync(
         await asyncio.to_thread(create_views, engine, DEMO_SCHEMA)
         await asyncio.to_thread(load, engine, DEMO_SCHEMA, ProfileGenerator(sandbox_settings))
         async with SandboxServer(sandbox_settings) as server:
-            env = server.env() | {
+            source = {
                 "MIGRATOR_SOURCE": "profiles-sync",
                 "PROFILES_SYNC_URL": postgres.url,
                 "PROFILES_SYNC_SCHEMA": DEMO_SCHEMA,
             }
-            env.setdefault("VOUCHERIFY_RATE_LIMIT", str(DEMO_VOUCHERIFY_RATE))
-            settings = load_settings(env)
-            result = await run_migration(
-                settings,
-                out_dir,
-                RunOptions(metadata_mode=MetadataMode(metadata_mode)),
-                restart=True,
-                on_start=on_start,
-            )
-            await server.sandbox.wait_idle()
+            settings, result = await _migrate(server, source, out_dir, metadata_mode, on_start)
             check = await asyncio.to_thread(
                 verify_warehouse,
                 engine,

@@ -214,7 +214,8 @@ class Postgres:
     def __init__(self, url: str, server: Any = None, directory: Path | None = None) -> None:
         self.url = url
         self._server = server
-        self._dir = directory
+        #: The socket directory of a throwaway server (None: a database a URL names).
+        self.directory = directory
 
     @classmethod
     @contextlib.contextmanager
