@@ -1,8 +1,8 @@
 """Settings from the environment and `.env`, validated once at start-up.
 
 Names are the old Node.js tool's, so an existing `.env` keeps working. Every problem is
-reported as one `ConfigError` line naming the variable and what it expects; the CLI turns
-that into exit code 2 without a traceback.
+reported, all at once, as one `ConfigError` line per variable naming it and what it
+expects; the CLI turns that into exit code 2 without a traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -71,78 +72,117 @@ class Settings:
         return tuple(s for s in found if s)
 
 
-def _required(env: Mapping[str, str], name: str, what: str) -> str:
+class _Problems:
+    """Collects every problem, so that one start-up names them all (not one per try)."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.found.append(message)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise ConfigError(*self.found)
+
+
+def _required(env: Mapping[str, str], name: str, what: str, problems: _Problems) -> str:
     value = (env.get(name) or "").strip()
     if not value:
-        raise ConfigError(f"{name} is not set: expected {what}")
+        problems.add(f"{name} is not set: expected {what}")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: _Problems
+) -> int:
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(
-            f"{name}={raw!r} is not valid: expected a whole number from {low} to {high}"
-        ) from None
+        problems.add(f"{name}={raw!r} is not valid: expected a whole number from {low} to {high}")
+        return default
     if not low <= value <= high:
-        raise ConfigError(
+        problems.add(
             f"{name}={value} is out of range: expected a whole number from {low} to {high}"
         )
+        return default
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def _float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    low: float,
+    high: float,
+    problems: _Problems,
+) -> float:
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(
-            f"{name}={raw!r} is not valid: expected a number from {low:g} to {high:g}"
-        ) from None
+        problems.add(f"{name}={raw!r} is not valid: expected a number from {low:g} to {high:g}")
+        return default
     if not math.isfinite(value) or not low <= value <= high:
-        raise ConfigError(
-            f"{name}={raw} is out of range: expected a number from {low:g} to {high:g}"
-        )
+        problems.add(f"{name}={raw} is out of range: expected a number from {low:g} to {high:g}")
+        return default
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+def _choice(
+    env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str, problems: _Problems
+) -> str:
     raw = (env.get(name) or "").strip() or default
     if raw not in choices:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected one of {', '.join(choices)}")
+        problems.add(f"{name}={raw!r} is not valid: expected one of {', '.join(choices)}")
+        return default
     return raw
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def _bool(env: Mapping[str, str], name: str, problems: _Problems) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
-    raise ConfigError(f"{name}={raw!r} is not valid: expected true or false")
+    problems.add(f"{name}={raw!r} is not valid: expected true or false")
+    return False
 
 
-def _url(env: Mapping[str, str], name: str, default: str) -> str:
+#: `scheme://user:password@` in a URL: never echoed back in a message.
+_USERINFO = re.compile(r"(?<=//)[^/?#]*@")
+
+
+def _url(env: Mapping[str, str], name: str, default: str, problems: _Problems) -> str:
     raw = (env.get(name) or "").strip() or default
+    if _USERINFO.search(raw):
+        # Never echo the value: it holds a password or a token.
+        problems.add(
+            f"{name} holds credentials (user:password@): expected https://host only; the "
+            "credentials belong in their own variables"
+        )
+        return default
     try:
         parts = urlsplit(raw)
         host = parts.hostname or ""
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid URL: expected https://host") from None
+        problems.add(f"{name}={raw!r} is not a valid URL: expected https://host")
+        return default
     if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in raw):
-        raise ConfigError(f"{name}={raw!r} is not a valid URL: expected https://host")
+        problems.add(f"{name}={raw!r} is not a valid URL: expected https://host")
+        return default
     if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
+        problems.add(
             f"{name}={raw!r} uses plain http: expected https:// (http is allowed only for "
             "127.0.0.1, localhost or ::1)"
         )
+        return default
     return raw.rstrip("/")
 
 
@@ -155,16 +195,30 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def read_environment(env_file: Path | None = None) -> dict[str, str]:
-    """The process environment over the `.env` file: the real environment wins."""
+def read_environment(
+    env_file: Path | None = None, fallback: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The process environment over the `.env` file over `fallback`: the real environment
+    wins. An empty variable counts as not set, so it never hides a value from a lower layer
+    (`export VOUCHERIFY_SECRET_KEY=` in a crontab does not blank the one in `.env`)."""
     path = env_file if env_file is not None else Path.cwd() / ".env"
     if env_file is not None and not path.is_file():
         raise ConfigError(f"--env-file {path} does not exist: expected a readable .env file")
-    values: dict[str, str] = {}
+    values: dict[str, str] = dict(fallback or {})
     if path.is_file():
-        values = {k: v for k, v in dotenv_values(path).items() if v is not None}
-    values.update(os.environ)
+        try:
+            from_file = dotenv_values(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} cannot be read: {exc}") from None
+        values.update({k: v for k, v in from_file.items() if v is not None and v.strip()})
+    values.update({k: v for k, v in os.environ.items() if v.strip()})
     return values
+
+
+def env_file_read(env_file: Path | None) -> Path | None:
+    """The settings file a command reads, absolute: `--env-file`, or `./.env` if there is one."""
+    path = env_file if env_file is not None else Path.cwd() / ".env"
+    return path.absolute() if path.is_file() else None
 
 
 def _url_password(url: str) -> str | None:
@@ -174,84 +228,102 @@ def _url_password(url: str) -> str | None:
         return None
 
 
-def _source(env: Mapping[str, str]) -> str:
+def _source(env: Mapping[str, str], problems: _Problems) -> str:
     source = (env.get("MIGRATOR_SOURCE") or "").strip() or "profile-api"
     if source not in SOURCES:
-        raise ConfigError(
+        problems.add(
             f"MIGRATOR_SOURCE={source!r} is not valid: expected one of {', '.join(SOURCES)}"
         )
+        return "profile-api"
     return source
 
 
-def _database_url(env: Mapping[str, str]) -> str:
-    raw = _required(env, "PROFILES_SYNC_URL", "the warehouse's database URL (postgresql://...)")
+def _database_url(env: Mapping[str, str], problems: _Problems) -> str:
+    raw = _required(
+        env, "PROFILES_SYNC_URL", "the warehouse's database URL (postgresql://...)", problems
+    )
+    if not raw:
+        return raw
     try:
         scheme = urlsplit(raw).scheme
     except ValueError:
         scheme = ""
     if not scheme or any(c.isspace() for c in raw):
         # Never echo the value: it may hold a password.
-        raise ConfigError(
+        problems.add(
             "PROFILES_SYNC_URL is not a database URL: expected e.g. "
             "postgresql://user:password@host:5432/database"
         )
     return raw
 
 
-def _schema_name(env: Mapping[str, str]) -> str:
-    schema = _required(env, "PROFILES_SYNC_SCHEMA", "the schema that holds the Profiles Sync views")
-    if not all(c.isalnum() or c in "_$" for c in schema):
-        raise ConfigError(
+def _schema_name(env: Mapping[str, str], problems: _Problems) -> str:
+    schema = _required(
+        env, "PROFILES_SYNC_SCHEMA", "the schema that holds the Profiles Sync views", problems
+    )
+    if schema and not all(c.isalnum() or c in "_$" for c in schema):
+        problems.add(
             f"PROFILES_SYNC_SCHEMA={schema!r} is not valid: expected a schema name "
             "(letters, digits, _)"
         )
     return schema
 
 
+def _identifier(env: Mapping[str, str], problems: _Problems) -> str:
+    identifier = (env.get("IDENTIFIER_SAVED_AS_SOURCE_ID") or "").strip() or "user_id"
+    if any(c.isspace() or c in ",:/" for c in identifier):
+        problems.add(
+            f"IDENTIFIER_SAVED_AS_SOURCE_ID={identifier!r} is not valid: expected an external id "
+            "type such as user_id, email or anonymous_id"
+        )
+    return identifier
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
-    """Validate every variable once; the first problem found is the one reported.
+    """Validate every variable once; every problem found is reported, in one `ConfigError`.
 
     The Segment variables are required only for the Profile API source, the warehouse
     ones only for Profiles Sync.
     """
-    source = _source(env)
+    p = _Problems()
+    source = _source(env, p)
     api = source == "profile-api"
-    identifier = (env.get("IDENTIFIER_SAVED_AS_SOURCE_ID") or "").strip() or "user_id"
-    if any(c.isspace() or c in ",:/" for c in identifier):
-        raise ConfigError(
-            f"IDENTIFIER_SAVED_AS_SOURCE_ID={identifier!r} is not valid: expected an external id "
-            "type such as user_id, email or anonymous_id"
-        )
-    return Settings(
-        segment_access_token=_required(
-            env, "SEGMENT_ACCESS_TOKEN", "the Segment Profile API access token"
-        )
-        if api
-        else (env.get("SEGMENT_ACCESS_TOKEN") or "").strip(),
-        segment_space_id=_required(env, "SEGMENT_SPACE_ID", "the Segment Unify space id (spa_...)")
-        if api
-        else (env.get("SEGMENT_SPACE_ID") or "").strip(),
+    if api:
+        token = _required(env, "SEGMENT_ACCESS_TOKEN", "the Segment Profile API access token", p)
+        space = _required(env, "SEGMENT_SPACE_ID", "the Segment Unify space id (spa_...)", p)
+    else:
+        token = (env.get("SEGMENT_ACCESS_TOKEN") or "").strip()
+        space = (env.get("SEGMENT_SPACE_ID") or "").strip()
+    settings = Settings(
+        segment_access_token=token,
+        segment_space_id=space,
         source=source,
-        profiles_sync_url="" if api else _database_url(env),
-        profiles_sync_schema="" if api else _schema_name(env),
-        keep_removed=_bool(env, "MIGRATOR_KEEP_REMOVED"),
+        profiles_sync_url="" if api else _database_url(env, p),
+        profiles_sync_schema="" if api else _schema_name(env, p),
+        keep_removed=_bool(env, "MIGRATOR_KEEP_REMOVED", p),
         mapping_file=(env.get("MAPPING_FILE") or "").strip(),
-        schema_policy=_choice(env, "METADATA_SCHEMA_POLICY", SCHEMA_POLICIES, "drop_value"),
-        profiles_sync_overlap=_float(env, "PROFILES_SYNC_OVERLAP_SECONDS", 3600.0, 0.0, 30 * 86400),
-        voucherify_application_id=_required(
-            env, "VOUCHERIFY_APPLICATION_ID", "the Voucherify application id"
+        schema_policy=_choice(env, "METADATA_SCHEMA_POLICY", SCHEMA_POLICIES, "drop_value", p),
+        profiles_sync_overlap=_float(
+            env, "PROFILES_SYNC_OVERLAP_SECONDS", 3600.0, 0.0, 30 * 86400, p
         ),
-        voucherify_secret_key=_required(env, "VOUCHERIFY_SECRET_KEY", "the Voucherify secret key"),
-        segment_request_limit=_int(env, "SEGMENT_REQUEST_LIMIT", 100, 1, 100),
-        segment_traits_limit=_int(env, "SEGMENT_TRAITS_LIMIT", 200, 1, 200),
-        identifier=identifier,
-        segment_api_url=_url(env, "SEGMENT_API_URL", "https://profiles.segment.com"),
-        voucherify_api_url=_url(env, "VOUCHERIFY_API_URL", "https://api.voucherify.io"),
-        segment_rate_limit=_float(env, "SEGMENT_RATE_LIMIT", 100.0, 0.1, 100_000.0),
-        voucherify_rate_limit=_float(env, "VOUCHERIFY_RATE_LIMIT", 100.0, 1.0, 1_000_000.0),
-        request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0, 0.1, 3600.0),
-        max_attempts=_int(env, "MAX_ATTEMPTS", 8, 1, 100),
+        voucherify_application_id=_required(
+            env, "VOUCHERIFY_APPLICATION_ID", "the Voucherify application id", p
+        ),
+        voucherify_secret_key=_required(
+            env, "VOUCHERIFY_SECRET_KEY", "the Voucherify secret key", p
+        ),
+        segment_request_limit=_int(env, "SEGMENT_REQUEST_LIMIT", 100, 1, 100, p),
+        segment_traits_limit=_int(env, "SEGMENT_TRAITS_LIMIT", 200, 1, 200, p),
+        identifier=_identifier(env, p),
+        segment_api_url=_url(env, "SEGMENT_API_URL", "https://profiles.segment.com", p),
+        voucherify_api_url=_url(env, "VOUCHERIFY_API_URL", "https://api.voucherify.io", p),
+        segment_rate_limit=_float(env, "SEGMENT_RATE_LIMIT", 100.0, 0.1, 100_000.0, p),
+        voucherify_rate_limit=_float(env, "VOUCHERIFY_RATE_LIMIT", 100.0, 1.0, 1_000_000.0, p),
+        request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0, 0.1, 3600.0, p),
+        max_attempts=_int(env, "MAX_ATTEMPTS", 8, 1, 100, p),
     )
+    p.raise_any()
+    return settings
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,11 @@ class MigratorError(Exception):
 
 
 class ConfigError(MigratorError):
-    """Bad configuration: the message is the one line shown to the user (exit code 2)."""
+    """Bad configuration (exit code 2): one line per problem, each naming what to fix."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class LockedError(MigratorError):

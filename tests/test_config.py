@@ -314,3 +314,43 @@ def test_env_file_that_is_not_a_file_is_a_config_error(tmp_path: Path, kind: str
     with pytest.raises(ConfigError) as info:
         read_environment(path)
     assert str(info.value).startswith(f"--env-file {path} does not exist")
+
+
+# -- issue 14.11: every problem at once; an empty variable hides nothing ----------------------
+
+
+def test_every_problem_is_reported_at_once_one_line_each() -> None:
+    values = {"SEGMENT_SPACE_ID": "spa_1", "MAX_ATTEMPTS": "0", "SEGMENT_API_URL": "ftp://x"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(values)
+    problems = info.value.problems
+    assert [p.split(" ")[0].split("=")[0] for p in problems] == [
+        "SEGMENT_ACCESS_TOKEN",
+        "VOUCHERIFY_APPLICATION_ID",
+        "VOUCHERIFY_SECRET_KEY",
+        "SEGMENT_API_URL",
+        "MAX_ATTEMPTS",
+    ]
+    assert str(info.value).splitlines() == list(problems)
+
+
+def test_an_empty_variable_in_the_environment_does_not_hide_the_env_file(
+    tmp_path: Path, clean_environ: pytest.MonkeyPatch
+) -> None:
+    env_file = write_env(tmp_path / "custom.env", REQUIRED)
+    clean_environ.setenv("VOUCHERIFY_SECRET_KEY", "")
+    clean_environ.setenv("SEGMENT_SPACE_ID", "  ")
+    values = read_environment(env_file)
+    assert values["VOUCHERIFY_SECRET_KEY"] == SECRET_KEY
+    assert load_settings(values).segment_space_id == "spa_123"
+
+
+@pytest.mark.parametrize("name", URL_VARIABLES)
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:pa55@profiles.segment.com", "https://pa55@host", "https://u:pa55@[::1"],
+)
+def test_credentials_in_a_url_are_refused_and_never_echoed(name: str, url: str) -> None:
+    message = config_error(env(**{name: url}))
+    assert message.startswith(f"{name} holds credentials")
+    assert "pa55" not in message
