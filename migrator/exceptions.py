@@ -37,16 +37,20 @@ class ApiError(MigratorError):
         code: str | None = None,
         request_id: str | None = None,
         retry_after: float | None = None,
+        host: str | None = None,
     ) -> None:
         self.api = api
         self.status = status
         self.code = code
         self.request_id = request_id
         self.retry_after = retry_after
+        self.host = host
+        self.reason = message
         where = f" (HTTP {status}" if status is not None else " ("
         where += f", code {code}" if code else ""
         where += f", request id {request_id})" if request_id else ")"
-        super().__init__(f"{api}: {message}{where if where != ' ()' else ''}")
+        at = f" at {host}" if host else ""
+        super().__init__(f"{api}{at}: {message}{where if where != ' ()' else ''}")
 
 
 class RetryableError(ApiError):

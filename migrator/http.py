@@ -14,7 +14,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Self, TypeVar
+from contextvars import ContextVar
+from typing import Any, Protocol, Self, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from tenacity import (
@@ -41,6 +43,18 @@ ACCOUNT_HINTS: dict[int, str] = {
 
 class MalformedResponse(Exception):
     """Raised by a `parse` function when a 2xx body lacks what the API documents."""
+
+
+class RetryTally(Protocol):
+    """Where a run counts its retries (its `Counts`), for the summary and the report."""
+
+    retries: int
+
+
+#: The tally of the run going on in this context (the runner sets it; tasks inherit it).
+RUN_RETRIES: ContextVar[RetryTally | None] = ContextVar("migrator_run_retries", default=None)
+#: Set on a retry's log record, so that the console can summarise retries.
+RETRY_RECORD = "migrator_retry"
 
 
 def _retry_after(headers: Mapping[str, str], *, throttled: bool) -> float | None:
@@ -107,6 +121,9 @@ class ApiClient:
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        self.host = parts.netloc.rpartition("@")[2] or None  # named in every error
+        self._base_path = parts.path
         self._headers = dict(headers or {})
         self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -178,9 +195,20 @@ class ApiClient:
 
     def _before_sleep(self, state: RetryCallState) -> None:
         self.retries += 1
+        tally = RUN_RETRIES.get()
+        if tally is not None:
+            tally.retries += 1
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s; retry %d in %.1fs", exc, state.attempt_number, wait)
+        # Info, not warning: a retry that then succeeds is routine. The console summarises
+        # them (at most one line a minute) unless -v; the log file keeps each.
+        log.info(
+            "%s; retry %d in %.1fs",
+            exc,
+            state.attempt_number,
+            wait,
+            extra={RETRY_RECORD: str(exc)},
+        )
 
     async def _once(
         self,
@@ -207,25 +235,31 @@ class ApiClient:
                 request_id = response.headers.get("Request-Id") or response.headers.get(
                     "X-Request-Id"
                 )
+                if not request_id and response.status not in expect:
+                    request_id = _body_request_id(raw)  # Voucherify puts it in error bodies
                 if self._log_requests:
                     log.debug(
-                        "%s %s %s %d %.0fms request_id=%s",
+                        "%s %s %s %d %.0fms%s",
                         self.name,
                         method,
-                        path,
+                        response.url.with_user(None),
                         response.status,
                         (time.monotonic() - started) * 1000,
-                        request_id,
+                        f" request_id={request_id}" if request_id else "",
                     )
                 return self._classify(
                     response.status, response.headers, raw, request_id, parse, expect
                 )
         except TimeoutError:
-            raise RetryableError(self.name, f"{method} {path} timed out") from None
+            raise RetryableError(
+                self.name, f"{method} {self._base_path + path} timed out", host=self.host
+            ) from None
         except aiohttp.ClientError as exc:
             # The exception text can hold the URL but never headers; keep only its type.
             raise RetryableError(
-                self.name, f"{method} {path} failed: {type(exc).__name__}"
+                self.name,
+                f"{method} {self._base_path + path} failed: {type(exc).__name__}",
+                host=self.host,
             ) from None
 
     def _classify(
@@ -242,8 +276,6 @@ class ApiClient:
             return self._parse(status, raw, request_id, parse)
         body = _json_or_none(raw)
         code, message = self._error_message(body)
-        if not request_id and isinstance(body, dict) and isinstance(body.get("request_id"), str):
-            request_id = body["request_id"] or None  # Voucherify puts it in the error body
         if status == 429:
             self.throttled += 1
         error_class, text, retry_after = _error_for(status, headers, message)
@@ -254,6 +286,7 @@ class ApiClient:
             code=code,
             request_id=request_id,
             retry_after=retry_after,
+            host=self.host,
         )
 
     def _parse(
@@ -268,13 +301,25 @@ class ApiClient:
                 "malformed response: body is not JSON",
                 status=status,
                 request_id=request_id,
+                host=self.host,
             ) from None
         try:
             return parse(body)
         except (MalformedResponse, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RetryableError(
-                self.name, f"malformed response: {exc}", status=status, request_id=request_id
+                self.name,
+                f"malformed response: {exc}",
+                status=status,
+                request_id=request_id,
+                host=self.host,
             ) from None
+
+
+def _body_request_id(raw: bytes) -> str | None:
+    body = _json_or_none(raw)
+    if isinstance(body, dict) and isinstance(body.get("request_id"), str):
+        return body["request_id"] or None
+    return None
 
 
 def _json_or_none(raw: bytes) -> Any:

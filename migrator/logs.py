@@ -1,8 +1,13 @@
-"""Logging helpers: a last line of defence that keeps secrets out of every log line."""
+"""Logging helpers: a last line of defence that keeps secrets out of every log line, and
+what the console shows (retries summarised)."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+
+from migrator.http import RETRY_RECORD
 
 
 class RedactingFilter(logging.Filter):
@@ -25,3 +30,69 @@ class RedactingFilter(logging.Filter):
                 message = message.replace(secret, "***")
             record.msg, record.args = message, None
         return True
+
+
+class ConsoleFilter(logging.Filter):
+    """What reaches the console: warnings and up; with `-v` everything.
+
+    A retried request is routine once it succeeds: without `-v`, retries are summarised in
+    at most one line a minute (the first at once, so a run that starts to struggle says so),
+    and the summary table counts them all. The log file keeps every retry.
+    """
+
+    def __init__(
+        self,
+        handler: logging.Handler,
+        *,
+        verbose: bool,
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._handler = handler
+        self._verbose = verbose
+        self._every = every
+        self._clock = clock
+        self._last: float | None = None
+        self._held = 0
+        self._latest = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._verbose:
+            return True
+        cause = getattr(record, RETRY_RECORD, None)
+        if cause is None:
+            return record.levelno >= logging.WARNING
+        now = self._clock()
+        if self._last is None:
+            self._last = now
+            self._emit(
+                record,
+                f"{cause}; retrying (retries are summarised here at most once a minute; "
+                "-v shows each)",
+            )
+            return False
+        self._held += 1
+        self._latest = str(cause)
+        if now - self._last >= self._every:
+            self._emit(
+                record,
+                f"{self._held} requests retried in the last {now - self._last:.0f} s "
+                f"(latest: {self._latest})",
+            )
+            self._last, self._held = now, 0
+        return False
+
+    def _emit(self, record: logging.LogRecord, message: str) -> None:
+        summary = logging.makeLogRecord(
+            {
+                "name": record.name,
+                "levelno": logging.WARNING,
+                "levelname": "WARNING",
+                "msg": message,
+                "args": None,
+                "created": record.created,
+                "msecs": record.msecs,
+            }
+        )
+        self._handler.handle(summary)

@@ -29,6 +29,7 @@ class Counts:
     dropped_for_type: dict[str, int] = field(default_factory=dict)
     #: metadata key -> {filled, coerced, dropped, refused, sent, undefined} against the schema
     metadata_schema: dict[str, dict[str, int]] = field(default_factory=dict)
+    retries: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:

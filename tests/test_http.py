@@ -16,8 +16,9 @@ from tenacity import RetryCallState
 
 from migrator import http
 from migrator.exceptions import AccountError, ApiError, RequestRejected, RetryableError
-from migrator.http import ApiClient, MalformedResponse, _retry_after
+from migrator.http import RETRY_RECORD, RUN_RETRIES, ApiClient, MalformedResponse, _retry_after
 from migrator.limiter import MAX_JITTER_SECONDS, RAMP_SECONDS, make_limiter
+from migrator.outcome import Counts
 from migrator.segment import basic_auth
 
 BASE = "https://api.test"
@@ -314,23 +315,52 @@ async def test_error_message_from_the_body(mock: aioresponses) -> None:
         with pytest.raises(RequestRejected) as info:
             await client.request("GET", PATH, parse_ok)
     assert info.value.code == "validation_error"
-    assert str(info.value) == "test: limit too big (HTTP 400, code validation_error)"
+    assert str(info.value) == "test at api.test: limit too big (HTTP 400, code validation_error)"
 
 
-async def test_one_debug_line_per_request_and_a_warning_per_retry(
+async def test_one_debug_line_per_request_and_an_info_line_per_retry(
     mock: aioresponses, waits: list[float], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Debug lines carry the full URL and the request id; a retry is an info line (the
+    console summarises those), marked so, and counted for the run going on."""
     caplog.set_level(logging.DEBUG, logger="migrator.http")
     mock.get(URL, status=503, headers={"Request-Id": "first"})
     mock.get(URL, payload={"ok": 1}, headers={"Request-Id": "second"})
-    async with make_client() as client:
-        await client.request("GET", PATH, parse_ok)
+    tally = Counts()
+    token = RUN_RETRIES.set(tally)
+    try:
+        async with make_client() as client:
+            await client.request("GET", PATH, parse_ok)
+    finally:
+        RUN_RETRIES.reset(token)
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    infos = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(debug) == 2
-    assert debug[0].startswith(f"test GET {PATH} 503 ") and debug[0].endswith("request_id=first")
-    assert debug[1].startswith(f"test GET {PATH} 200 ") and debug[1].endswith("request_id=second")
-    assert len(warnings) == 1 and "retry 1" in warnings[0] and "request id first" in warnings[0]
+    assert debug[0].startswith(f"test GET {URL} 503 ") and debug[0].endswith("request_id=first")
+    assert debug[1].startswith(f"test GET {URL} 200 ") and debug[1].endswith("request_id=second")
+    assert len(infos) == 1 and getattr(infos[0], RETRY_RECORD, None)
+    message = infos[0].getMessage()
+    assert "retry 1" in message and "request id first" in message and "at api.test" in message
+    assert tally.retries == 1
+
+
+async def test_a_debug_line_without_a_request_id_says_none_and_an_error_body_gives_one(
+    mock: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Voucherify sends no Request-Id header: its error bodies carry `request_id`."""
+    caplog.set_level(logging.DEBUG, logger="migrator.http")
+    mock.get(URL + "?limit=5", payload={"ok": 1})
+    mock.get(URL, status=404, payload={"message": "no", "request_id": "v-123"})
+    async with make_client() as client:
+        await client.request("GET", PATH, parse_ok, params={"limit": 5})
+        with pytest.raises(RequestRejected) as info:
+            await client.request("GET", PATH, parse_ok)
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert debug[0].startswith(f"test GET {URL}?limit=5 200 ") and debug[0].endswith("ms")
+    assert "None" not in debug[0]
+    assert debug[1].endswith("request_id=v-123")
+    assert info.value.request_id == "v-123" and info.value.host == "api.test"
 
 
 async def test_secrets_never_reach_errors_or_logs(

@@ -142,7 +142,7 @@ async def test_rejection_message_from_the_body(
     async with VoucherifyClient(SETTINGS) as client:
         with pytest.raises(RequestRejected) as info:
             await client.bulk_upsert(CUSTOMERS)
-    assert str(info.value).startswith(f"voucherify: {message}")
+    assert str(info.value).startswith(f"voucherify at {SETTINGS.voucherify_api_url[8:]}: {message}")
 
 
 @pytest.mark.parametrize(
