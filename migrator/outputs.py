@@ -3,6 +3,9 @@
 During a run they are appended as things happen, so they can be watched. The state store
 is the source of truth: at the end of every run both lists are rewritten from it
 atomically, so a run killed mid-way and resumed never leaves a profile listed twice.
+
+Every file here holds customer data: each is created readable by its owner only (0600),
+and a new output directory is 0700, whatever the umask.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
 
 NO_IDENTIFIER_FILE = "profiles-without-identifier.csv"
 FAILURES_FILE = "failed-customers.jsonl"
@@ -21,6 +27,59 @@ MERGED_FILE = "merged-profiles.csv"
 MERGED_HEADER = ("segment_id", "canonical_segment_id", "source_id")
 DUPLICATES_FILE = "duplicate-identifiers.csv"
 DUPLICATES_HEADER = ("source_id", "segment_id", "owner_segment_id")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the output directory if it is missing: 0700 (its parents as the umask says).
+
+    An existing directory keeps its mode: the operator chose it.
+    """
+    if path.is_dir():
+        return
+    try:
+        path.mkdir(mode=PRIVATE_DIR, parents=True)
+    except FileExistsError:
+        if path.is_dir():
+            return  # created meanwhile by someone else: theirs
+        raise
+    os.chmod(path, PRIVATE_DIR)  # the umask may have taken bits from mkdir's mode
+
+
+def make_private(path: Path) -> None:
+    """Create `path` empty if missing, and make it 0600 either way (a file of an older
+    version may be 0644)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE)
+    try:
+        _restrict(fd)
+    finally:
+        os.close(fd)
+
+
+def open_private(path: Path, mode: str, *, newline: str | None = None) -> IO[str]:
+    """`open(path, mode)` for text ("w" or "a"), the file being 0600."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    fd = os.open(path, flags, PRIVATE_FILE)
+    try:
+        _restrict(fd)
+        return open(fd, mode, newline=newline, encoding="utf-8")  # noqa: SIM115 - returned
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def make_files_private(out_dir: Path) -> None:
+    """Make the files an older version left world-readable (0644) private."""
+    for name in (NO_IDENTIFIER_FILE, FAILURES_FILE, DRY_RUN_FILE, MERGED_FILE, DUPLICATES_FILE):
+        if (out_dir / name).is_file():
+            make_private(out_dir / name)
+
+
+def _restrict(fd: int) -> None:
+    try:
+        if os.fstat(fd).st_mode & 0o777 != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+    except PermissionError:
+        pass  # another user's file that we may write: leave its mode to its owner
 
 
 def _json_line(record: Any) -> str:
@@ -43,7 +102,7 @@ class OutputFiles:
     def append_no_identifier(self, segment_id: str) -> None:
         if self._no_identifier_writer is None:  # opened once: a run may list many
             new = not self.no_identifier.exists()
-            self._no_identifier_handle = self.no_identifier.open("a", newline="", encoding="utf-8")
+            self._no_identifier_handle = open_private(self.no_identifier, "a", newline="")
             self._no_identifier_writer = csv.writer(self._no_identifier_handle)
             if new:
                 self._no_identifier_writer.writerow(["segment_id"])
@@ -52,18 +111,18 @@ class OutputFiles:
 
     def append_merged(self, segment_id: str, canonical: str, source_id: str) -> None:
         new = not self.merged.exists()
-        with self.merged.open("a", newline="", encoding="utf-8") as handle:
+        with open_private(self.merged, "a", newline="") as handle:
             writer = csv.writer(handle)
             if new:
                 writer.writerow(MERGED_HEADER)
             writer.writerow([segment_id, canonical, source_id])
 
     def append_failure(self, record: dict[str, Any]) -> None:
-        with self.failures.open("a", encoding="utf-8") as handle:
+        with open_private(self.failures, "a") as handle:
             handle.write(_json_line(record))
 
     def start_dry_run(self) -> None:
-        self._dry_run_handle = self.dry_run.open("w", encoding="utf-8")
+        self._dry_run_handle = open_private(self.dry_run, "w")
 
     def append_dry_run(self, payload: dict[str, Any]) -> None:
         self._dry_run_handle.write(_json_line(payload))
@@ -85,14 +144,14 @@ class OutputFiles:
     ) -> None:
         """Replace the lists with exactly what the state store holds."""
         tmp = self.no_identifier.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
+        with open_private(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["segment_id"])
             for segment_id in no_identifier:
                 writer.writerow([segment_id])
         os.replace(tmp, self.no_identifier)
         tmp = self.failures.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
+        with open_private(tmp, "w") as handle:
             for record in failures:
                 handle.write(_json_line(record))
         os.replace(tmp, self.failures)
@@ -106,7 +165,7 @@ def _rewrite_csv(path: Path, header: tuple[str, ...], rows: Iterable[tuple[str, 
     if not rows and not path.exists():
         return
     tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with open_private(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)

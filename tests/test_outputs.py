@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from migrator.outputs import DRY_RUN_FILE, FAILURES_FILE, NO_IDENTIFIER_FILE, OutputFiles
+from migrator.outputs import (
+    DRY_RUN_FILE,
+    FAILURES_FILE,
+    MERGED_FILE,
+    NO_IDENTIFIER_FILE,
+    OutputFiles,
+    make_files_private,
+    make_private,
+    make_private_dir,
+)
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -104,3 +115,58 @@ def test_dry_run_file(tmp_path: Path) -> None:
     outputs.close()
     outputs.close()
     assert read_jsonl(tmp_path / DRY_RUN_FILE) == payloads
+
+
+# -- issue 14.5: customer data is the owner's only ---------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Any:
+    previous = os.umask(0)  # the most permissive there is: modes must not depend on it
+    yield
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_every_file_is_0600_and_a_new_out_dir_0700_whatever_the_umask(
+    tmp_path: Path, open_umask: None
+) -> None:
+    out = tmp_path / "parent" / "out"
+    make_private_dir(out)
+    assert _mode(out) == 0o700
+    outputs = OutputFiles(out)
+    outputs.append_no_identifier("use_1")
+    outputs.append_failure({"segment_id": "use_2", "source_id": "a@b.c", "payload": {}})
+    outputs.append_merged("use_3", "use_4", "x")
+    outputs.start_dry_run()
+    outputs.append_dry_run({"source_id": "a@b.c"})
+    outputs.close()
+    names = [NO_IDENTIFIER_FILE, FAILURES_FILE, DRY_RUN_FILE, MERGED_FILE]
+    for name in names:
+        assert _mode(out / name) == 0o600, name
+    outputs.rewrite(["use_1"], [], [("use_3", "use_4", "x")])
+    for name in names:
+        assert _mode(out / name) == 0o600, name
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no temporary left
+
+
+def test_files_an_older_version_left_readable_are_made_private(
+    tmp_path: Path, open_umask: None
+) -> None:
+    existing = tmp_path / "existing"
+    existing.mkdir(mode=0o755)
+    for name in (NO_IDENTIFIER_FILE, FAILURES_FILE, DRY_RUN_FILE):
+        (existing / name).write_text("old\n")
+        os.chmod(existing / name, 0o644)
+    make_private_dir(existing)
+    assert _mode(existing) == 0o755  # an existing directory is the operator's choice
+    make_files_private(existing)
+    for name in (NO_IDENTIFIER_FILE, FAILURES_FILE, DRY_RUN_FILE):
+        assert _mode(existing / name) == 0o600, name
+        assert (existing / name).read_text() == "old\n"
+    state = existing / "state"
+    make_private(state)
+    assert _mode(state) == 0o600 and state.read_bytes() == b""
