@@ -21,6 +21,16 @@ class ConfigError(MigratorError):
         self.problems = problems
 
 
+class InvalidPosition(ConfigError):
+    """The position a run was asked to start at (`--offset`, or the checkpoint) is not one
+    the source can resume from: it does not decode, or the API refused it (exit code 2)."""
+
+    def __init__(self, position: str | None, reason: str) -> None:
+        super().__init__(f"cannot start at {position!r}: {reason}")
+        self.position = position
+        self.reason = reason
+
+
 class LockedError(MigratorError):
     """Another run holds the output directory (exit code 4)."""
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from migrator.exceptions import AccountError, ApiError, SourceUnavailable
+from migrator.exceptions import AccountError, ApiError, InvalidPosition, SourceUnavailable
 
 
 @dataclass
@@ -79,8 +79,12 @@ def stop_cause(exc: BaseException) -> BaseException | None:
         causes = [stop_cause(e) for e in exc.exceptions]
         if any(c is None for c in causes):
             return None
-        # Prefer an account error: it says what a human must fix.
-        return next((c for c in causes if isinstance(c, AccountError)), causes[0])
-    if isinstance(exc, ApiError | OSError | SourceUnavailable):
+        # Prefer a refused start position, then an account error: they say what to fix.
+        for kind in (InvalidPosition, AccountError):
+            found = next((c for c in causes if isinstance(c, kind)), None)
+            if found is not None:
+                return found
+        return causes[0]
+    if isinstance(exc, ApiError | OSError | SourceUnavailable | InvalidPosition):
         return exc
     return None

@@ -15,8 +15,15 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from migrator.config import Settings
-from migrator.exceptions import AccountError, ApiError, RequestRejected, RetryableError
+from migrator.exceptions import (
+    AccountError,
+    ApiError,
+    InvalidPosition,
+    RequestRejected,
+    RetryableError,
+)
 from migrator.segment import EXTERNAL_IDS_PAGE, ProfilePage, SegmentClient
+from migrator.sources.profile_api import ProfileApiSource
 
 TOKEN = "seg-SECRET-token-5e6f7a"
 VOUCHERIFY_KEY = "vf-SECRET-key-0c1d2e"
@@ -191,6 +198,37 @@ async def test_profile_pages(
         pages = [p async for p in client.profile_pages(start)]
     assert pages == expected
     assert len(calls(mock)) == len(expected)
+
+
+async def test_a_cursor_segment_refuses_is_an_invalid_position(mock: aioresponses) -> None:
+    """Issue 14.1: a 400 on the list call means the cursor is refused, not that the run
+    should stop resumably at that same cursor (which looped every cron run)."""
+    body = {"error": {"code": "validation_error", "message": "invalid cursor"}}
+    mock.get(url(limit=3, next="garbage"), status=400, payload=body)
+    source = ProfileApiSource(SETTINGS, traits=None)
+    async with source:
+        with pytest.raises(InvalidPosition) as info:
+            [p async for p in source.pages("garbage")]
+    assert info.value.position == "garbage"
+    assert "Segment refused the cursor" in info.value.reason
+    assert "invalid cursor (HTTP 400" in info.value.reason
+
+
+@pytest.mark.parametrize("position", ["two words", "", "tab\there", "new\nline"])
+async def test_what_cannot_be_a_cursor_is_refused_without_a_request(
+    mock: aioresponses, position: str
+) -> None:
+    async with ProfileApiSource(SETTINGS, traits=None) as source:
+        with pytest.raises(InvalidPosition):
+            [p async for p in source.pages(position)]
+    assert calls(mock) == []
+
+
+async def test_a_400_without_a_cursor_is_not_about_a_position(mock: aioresponses) -> None:
+    mock.get(url(limit=3), status=400, payload={"error": {"message": "bad"}})
+    async with ProfileApiSource(SETTINGS, traits=None) as source:
+        with pytest.raises(RequestRejected):
+            [p async for p in source.pages(None)]
 
 
 async def test_profile_page_skips_items_without_a_segment_id(mock: aioresponses) -> None:

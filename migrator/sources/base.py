@@ -70,7 +70,10 @@ class Source(Protocol):
     async def __aexit__(self, *exc_info: object) -> None: ...
 
     def pages(self, start: str | None) -> AsyncIterator[Page]:
-        """Every page from `start` (a `next_position` given earlier; None: the beginning)."""
+        """Every page from `start` (a `next_position` given earlier; None: the beginning).
+
+        Raises `InvalidPosition` when `start` does not decode or the source refuses it:
+        a usage error (exit 2) that leaves the checkpoint as it was."""
         ...
 
     async def read(self, segment_id: str) -> Profile:

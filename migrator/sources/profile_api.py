@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
 from migrator.config import Settings
-from migrator.exceptions import RequestRejected
+from migrator.exceptions import InvalidPosition, RequestRejected
 from migrator.segment import SegmentClient
 from migrator.sources.base import Merge, Page, Profile, ProfileUnreadable
 
@@ -42,8 +42,18 @@ class ProfileApiSource:
         await self.client.__aexit__(*exc_info)
 
     async def pages(self, start: str | None) -> AsyncIterator[Page]:
-        async for page in self.client.profile_pages(start):
-            yield Page(page.cursor, page.next_cursor, segment_ids=page.segment_ids)
+        if start is not None and (not start.isprintable() or not start.strip() or " " in start):
+            raise InvalidPosition(start, "it is not a Segment list cursor")
+        cursor = start
+        try:
+            async for page in self.client.profile_pages(start):
+                yield Page(page.cursor, page.next_cursor, segment_ids=page.segment_ids)
+                cursor = page.next_cursor
+        except RequestRejected as exc:
+            if exc.status != 400 or cursor is None:
+                raise
+            # The list call has nothing else a 400 could be about: the cursor is refused.
+            raise InvalidPosition(cursor, f"Segment refused the cursor ({exc})") from None
 
     async def read(self, segment_id: str) -> Profile:
         # Both calls at once; one task for the external ids rather than gather's two tasks
