@@ -27,7 +27,7 @@ class SandboxSettings:
     Rates mirror the production defaults the migrator must respect: Segment counts
     requests per second per space, Voucherify requests per minute (0 = no limit).
     Fault shares are probabilities per request (or per action / customer).
-    ``HELP`` below says what each knob means.
+    ``KNOB_HELP`` below says what each knob means.
     """
 
     profiles: int = 2000
@@ -78,11 +78,32 @@ class SandboxSettings:
             raise ValueError("the per-request fault shares must sum to at most 1")
 
 
-#: What a knob means, for ``--help``; a knob not listed shows only its default.
-HELP = {
-    "async_delay": "seconds before an accepted bulk request's async action is DONE",
-    "long_tail": "share of profiles with 201-300 traits and user_id past the first page",
-    "no_identifier": "share of profiles with no user_id",
+# -- the command line -----------------------------------------------------------------------
+
+_SPECIAL = {"latency_min_ms", "latency_max_ms", "metadata_schema"}
+
+#: What each knob means, for `--help` (the default is appended).
+KNOB_HELP = {
+    "profiles": "profiles generated in the Segment space",
+    "seed": "seed of the generator: the same seed gives the same profiles",
+    "space_id": "the Segment space id the API answers to",
+    "segment_token": "the Segment access token it accepts",
+    "app_id": "the Voucherify application id it accepts",
+    "secret_key": "the Voucherify secret key it accepts",
+    "segment_rate": "Segment requests per second, a strict sliding window (0: no limit)",
+    "voucherify_rate": "Voucherify requests per minute, a strict sliding window (0: no limit)",
+    "async_delay": "seconds before a bulk request's async action is DONE",
+    "fault_5xx": "share of requests answered 500/502/503",
+    "fault_hang": "share of requests that hang (the client's timeout must fire)",
+    "fault_reset": "share of requests whose connection is dropped",
+    "fault_malformed": "share of answers with a body that is not what the API documents",
+    "fault_429_burst": "share of requests answered 429 whatever the rate",
+    "fault_action_failed": "share of async actions that end FAILED",
+    "fault_customer_error": "share of customers rejected in an async action's result",
+    "fault_customer_error_sticky": "a rejected customer is rejected again on every retry",
+    "allow_defined_only": "the customer metadata schema rejects undefined keys",
+    "long_tail": "share of profiles with 201-300 traits and the identifier on a later page",
+    "no_identifier": "share of profiles without the user_id identifier",
     "shared_identifier": (
         "share of profiles whose user_id is another profile's (a copy with an earlier, "
         "later or equal created_at); the migrator keeps the earliest one's customer and "
@@ -92,11 +113,9 @@ HELP = {
         "Voucherify merges address and metadata key by key (a null key clears it) instead "
         "of replacing them as whole objects"
     ),
+    "record_bodies": "keep every bulk body (for schema checks in tests)",
+    "hang_cap_s": "longest a hanging request is held before its connection is dropped (s)",
 }
-
-# -- the command line -----------------------------------------------------------------------
-
-_SPECIAL = {"latency_min_ms", "latency_max_ms", "metadata_schema"}
 
 
 class ServeOptions(NamedTuple):
@@ -126,10 +145,12 @@ def _schema(text: str) -> dict[str, dict]:
 def build_parser(prog: str = "python -m migrator_sandbox") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Serve a local double of the Segment Profile API and Voucherify.",
+        description="Serve a local double of the Segment Profile API and Voucherify, and print "
+        "the `export` lines that point `migrator run` at it. Shares are probabilities from 0 "
+        "to 1; the per-request fault shares must add up to at most 1.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (8765)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument(
         "--profiles-sync",
@@ -137,27 +158,51 @@ def build_parser(prog: str = "python -m migrator_sandbox") -> argparse.ArgumentP
         help="also load the profiles into a Profiles Sync warehouse (a throwaway Postgres "
         "from the pgserver wheel) and print the variables of that source",
     )
-    parser.add_argument("--latency-ms", type=_latency, metavar="MIN,MAX", default=(0.0, 0.0))
-    parser.add_argument("--metadata-schema", type=_schema, metavar="JSON", default={})
+    parser.add_argument(
+        "--latency-ms",
+        type=_latency,
+        metavar="MIN,MAX",
+        default=(0.0, 0.0),
+        help="added to every API answer, drawn uniformly in MIN..MAX ms (0)",
+    )
+    parser.add_argument(
+        "--metadata-schema",
+        type=_schema,
+        metavar="JSON",
+        default={},
+        help='the customer metadata schema\'s properties, {"key": {"type": "string"}, ...}',
+    )
     # Every other setting becomes --its-name, typed by its default.
     for spec in fields(SandboxSettings):
         if spec.name in _SPECIAL:
             continue
         flag = "--" + spec.name.replace("_", "-")
         default = spec.default
-        meaning = HELP.get(spec.name)
+        meaning = KNOB_HELP.get(spec.name, "")
         if isinstance(default, bool):
             parser.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
                 default=default,
-                help=f"{meaning} ({default})" if meaning else None,
+                help=f"{meaning} (default: {'on' if default else 'off'})",
             )
         else:
-            metavar = "TEXT" if isinstance(default, str) else "N"
-            shown = f"{meaning} ({default})" if meaning else f"({default})"
+            if isinstance(default, str):
+                metavar = "TEXT"
+            elif spec.name.startswith("fault_") or spec.name in (
+                "long_tail",
+                "no_identifier",
+                "shared_identifier",
+            ):
+                metavar = "SHARE"
+            else:
+                metavar = "N"
             parser.add_argument(
-                flag, type=type(default), default=default, metavar=metavar, help=shown
+                flag,
+                type=type(default),
+                default=default,
+                metavar=metavar,
+                help=f"{meaning} ({default})",
             )
     return parser
 
