@@ -1,85 +1,93 @@
-"""What the commands share: their options, logging, settings and how a command's coroutine
-runs (progress, signals, one-line errors). Typer and rich only; no business logic."""
+"""What the commands share: their options, their settings (the environment over `.env` over
+what --out-dir stored) and logging. Typer and rich only; no business logic."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import signal
 import sys
-from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TypeVar, cast
+from typing import Annotated, Any, cast
 
 import typer
-from rich.logging import RichHandler
 
-from migrator.config import RunOptions, Settings, SourceName, load_settings, read_environment
-from migrator.exceptions import ConfigError, LockedError
-from migrator.logs import RedactingFilter
-from migrator.mapping import MetadataMode
+from migrator.cli_exec import CommandReport, fail
+from migrator.config import (
+    RunOptions,
+    Settings,
+    SourceName,
+    env_file_read,
+    load_settings,
+    read_environment,
+)
+from migrator.exceptions import ConfigError
+from migrator.logs import ConsoleFilter, RedactingFilter
+from migrator.mapping import METADATA_MODES, MetadataMode
 from migrator.mapping_file import load_mapping
-from migrator.memory import pin_mmap_threshold
-from migrator.runner import (
-    EXIT_CONFIG,
-    EXIT_INTERRUPTED,
-    EXIT_LOCKED,
-    RunResult,
-)
+from migrator.outputs import make_private
+from migrator.result import EXIT_CONFIG
 from migrator.schema import SchemaPolicy
-from migrator.views import (
-    ProgressView,
-    errors,
-)
-
-T = TypeVar("T")
+from migrator.shape import stored_defaults
+from migrator.views import make_console_handler
 
 EnvFile = Annotated[
     Path | None,
     typer.Option(
-        "--env-file", help="Read settings from this file instead of ./.env.", dir_okay=False
+        "--env-file",
+        help="Read settings from this file instead of ./.env.",
+        dir_okay=False,
+        metavar="FILE",
     ),
 ]
 OutDir = Annotated[
     Path,
     typer.Option(
-        "--out-dir", help="Where the state, the lists and the ledger are written.", file_okay=False
+        "--out-dir",
+        help="Where the state, the lists and the ledger are written (holds customer data: "
+        "a new one is created 0700).",
+        file_okay=False,
+        metavar="DIR",
     ),
 ]
 NoInput = Annotated[
-    bool, typer.Option("--no-input", help="Never prompt (for cron); exit 3 if stopped.")
+    bool,
+    typer.Option("--no-input", help="Never prompt (for cron); exit 3 if stopped.", metavar=""),
 ]
 Report = Annotated[
     Path | None,
-    typer.Option("--report", help="Write a JSON summary of the run here.", dir_okay=False),
+    typer.Option(
+        "--report",
+        help="Write a JSON summary here on every exit (outcome, exit code, stop reason, "
+        "resume command).",
+        dir_okay=False,
+        metavar="FILE",
+    ),
 ]
 LogFile = Annotated[
     Path | None,
     typer.Option(
-        "--log-file", help="Append a detailed log (one line per request) here.", dir_okay=False
+        "--log-file",
+        help="Append a detailed log here: run start and end, one line per request.",
+        dir_okay=False,
+        metavar="FILE",
     ),
 ]
 Verbose = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Show info lines, not only warnings.")
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Show info lines and every retry, not only warnings.", metavar=""
+    ),
 ]
 SourceOption = Annotated[
     SourceName | None,
     typer.Option(
         "--source",
         help="Where to read profiles: profile-api (Segment's API, the default) or "
-        "profiles-sync (the Profiles Sync views in your warehouse). Also MIGRATOR_SOURCE.",
+        "profiles-sync (the Profiles Sync views in your warehouse). Also MIGRATOR_SOURCE. "
+        "Default: the source stored in --out-dir.",
         case_sensitive=False,
         show_default=False,
-    ),
-]
-KeepRemoved = Annotated[
-    bool,
-    typer.Option(
-        "--keep-removed",
-        help="Leave in Voucherify the fields and metadata keys this tool wrote earlier that "
-        "Segment no longer has (default: clear them). Also MIGRATOR_KEEP_REMOVED=true.",
+        metavar="[profile-api|profiles-sync]",
     ),
 ]
 Metadata = Annotated[
@@ -87,9 +95,20 @@ Metadata = Annotated[
     typer.Option(
         "--metadata",
         help="metadata: send the `metadata` trait; all: every trait not mapped to a field; "
-        "none: no metadata. Default: the mapping file's, else metadata.",
+        "none: no metadata. Default: the mode stored in --out-dir, else metadata.",
         case_sensitive=False,
         show_default=False,
+        metavar="[metadata|all|none]",
+    ),
+]
+
+KeepRemoved = Annotated[
+    bool,
+    typer.Option(
+        "--keep-removed",
+        help="Leave in Voucherify the fields and metadata keys this tool wrote earlier that "
+        "Segment no longer has (default: clear them). Also MIGRATOR_KEEP_REMOVED=true.",
+        metavar="",
     ),
 ]
 MappingOption = Annotated[
@@ -97,9 +116,11 @@ MappingOption = Annotated[
     typer.Option(
         "--mapping",
         help="A mapping file (TOML; `migrator mapping init` writes the built-in rules as "
-        "one). Also MAPPING_FILE.",
+        "one). Also MAPPING_FILE. Default: the file stored in --out-dir, else the built-in "
+        "rules.",
         dir_okay=False,
         show_default=False,
+        metavar="FILE",
     ),
 ]
 
@@ -118,33 +139,82 @@ SchemaPolicyOption = Annotated[
         "default), drop_customer (to the failure ledger, nothing sent) or send (as is). "
         "Also METADATA_SCHEMA_POLICY.",
         show_default=False,
+        metavar="[drop_value|drop_customer|send]",
     ),
 ]
 
 
 def _interactive() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
+    """A person at a terminal: never true under cron (no TTY, maybe no stdin at all)."""
+    return (
+        sys.stdin is not None
+        and sys.stdout is not None
+        and sys.stdin.isatty()
+        and sys.stdout.isatty()
+    )
 
 
-def _setup_logging(log_file: Path | None, verbose: bool, secrets: tuple[str, ...]) -> None:
-    """Warnings on the console (above the progress bar in a terminal); details in the file."""
+def _confirm(question: str) -> bool:
+    """Ask once; anything but yes (end of input included) is no. Ctrl-C is an interrupt."""
+    try:
+        answer = input(f"{question} [y/N]: ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+# -- settings and logging -----------------------------------------------------------------------
+
+
+def _settings(
+    rep: CommandReport,
+    env_file: Path | None,
+    overrides: dict[str, str],
+    stored: dict[str, Any] | None,
+) -> Settings:
+    """The environment over `.env` over the options stored in --out-dir, then `overrides`."""
+    try:
+        env = read_environment(env_file, stored_defaults(stored))
+        env.update(overrides)
+        return load_settings(env)
+    except ConfigError as exc:
+        fail(rep, EXIT_CONFIG, "config_error", exc)
+
+
+def _metadata(flag: MetadataMode | None, stored: dict[str, Any] | None) -> MetadataMode | None:
+    """The flag, else the stored mode; None: the mapping file's mode, else `metadata`."""
+    if flag is not None:
+        return flag
+    value = (stored or {}).get("metadata")
+    return MetadataMode(value) if value in METADATA_MODES else None
+
+
+def _setup_logging(
+    rep: CommandReport, log_file: Path | None, verbose: bool, secrets: tuple[str, ...]
+) -> None:
+    """Warnings on the console (retries summarised; every line with -v); details in the file."""
     logger = logging.getLogger("migrator")
     logger.handlers.clear()
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     redact = RedactingFilter(secrets)
-    if sys.stderr.isatty():
-        handler: logging.Handler = RichHandler(console=errors, show_path=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    handler = make_console_handler()
+    handler.setLevel(logging.INFO)
     handler.addFilter(redact)
+    handler.addFilter(ConsoleFilter(handler, verbose=verbose))
     logger.addHandler(handler)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            make_private(log_file)  # it names profiles: owner only
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            fail(
+                rep,
+                EXIT_CONFIG,
+                "config_error",
+                f"--log-file {log_file} cannot be written: {exc.strerror or exc}",
+            )
         file_handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
         )
@@ -154,68 +224,31 @@ def _setup_logging(log_file: Path | None, verbose: bool, secrets: tuple[str, ...
 
 
 def _options(
+    rep: CommandReport,
     settings: Settings,
+    stored: dict[str, Any] | None,
+    env_file: Path | None,
     metadata: MetadataMode | None,
     mapping: Path | None,
     schema_policy: SchemaPolicyName | None,
     keep_removed: bool,
     **flags: bool,
 ) -> RunOptions:
-    """The run's options: command-line flags over the settings' (environment) defaults."""
+    """The run's options: flags over the environment over what --out-dir stored."""
     path = mapping or (Path(settings.mapping_file) if settings.mapping_file else None)
+    if path is None and stored and isinstance(stored.get("mapping"), str):
+        path = Path(stored["mapping"])
     try:
         spec = load_mapping(path) if path is not None else None
     except ConfigError as exc:
-        errors.print(f"error: {exc}", markup=False)
-        raise typer.Exit(EXIT_CONFIG) from None
+        fail(rep, EXIT_CONFIG, "config_error", exc)
     policy = schema_policy.value if schema_policy else settings.schema_policy
     return RunOptions(
-        metadata_mode=metadata,
+        metadata_mode=_metadata(metadata, stored),
         mapping=spec,
+        mapping_path=None if path is None else str(path.absolute()),
         schema_policy=cast(SchemaPolicy, policy),
         keep_removed=keep_removed or settings.keep_removed,
+        env_file=env_file_read(env_file),
         **flags,
     )
-
-
-def _settings(env_file: Path | None, overrides: dict[str, str] | None = None) -> Settings:
-    try:
-        env = read_environment(env_file)
-        if overrides:
-            env.update(overrides)
-        return load_settings(env)
-    except ConfigError as exc:
-        errors.print(f"error: {exc}", markup=False)
-        raise typer.Exit(EXIT_CONFIG) from None
-
-
-def _execute(make: Callable[[ProgressView], Awaitable[T]], total: int | None = None) -> T:
-    """Run a command's coroutine with progress; SIGTERM and Ctrl-C stop it cleanly."""
-    view = ProgressView(total)
-    pin_mmap_threshold()
-
-    async def main() -> T:
-        loop = asyncio.get_running_loop()
-        current = asyncio.current_task()
-        assert current is not None
-        loop.add_signal_handler(signal.SIGTERM, current.cancel)
-        return await view.run(make(view))
-
-    try:
-        return asyncio.run(main())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        errors.print("interrupted: the checkpoint is saved; `migrator run` resumes from it.")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except LockedError as exc:
-        errors.print(f"error: {exc}", markup=False)
-        raise typer.Exit(EXIT_LOCKED) from None
-    except ConfigError as exc:
-        errors.print(f"error: {exc}", markup=False)
-        raise typer.Exit(EXIT_CONFIG) from None
-
-
-def _write_report(path: Path | None, result: RunResult) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.report(), indent=2) + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@ sandbox (`demo`, `sandbox`). Registered on the app by `migrator.cli`."""
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -16,20 +17,20 @@ from migrator.cli_common import (
     Metadata,
     SchemaPolicyOption,
     SourceOption,
-    _execute,
     _options,
     _settings,
     _setup_logging,
 )
+from migrator.cli_exec import CommandReport, execute, fail, reporting
 from migrator.config import SourceName
+from migrator.entry import Interrupted
 from migrator.exceptions import ConfigError
 from migrator.mapping import MetadataMode
 from migrator.mapping_check import check_mapping
 from migrator.mapping_file import builtin_mapping_toml
-from migrator.runner import (
-    EXIT_CONFIG,
-)
+from migrator.result import EXIT_CONFIG, EXIT_INTERRUPTED
 from migrator.views import (
+    ProgressView,
     console,
     errors,
     show_demo,
@@ -40,18 +41,24 @@ from migrator.views import (
 
 def demo(
     profiles: Annotated[
-        int, typer.Option("--profiles", min=1, help="Profiles to generate.")
+        int, typer.Option("--profiles", min=1, help="Profiles to generate.", metavar="N")
     ] = 3000,
     segment_rate: Annotated[
-        int, typer.Option("--segment-rate", min=1, help="The sandbox space's Segment requests/s.")
+        int,
+        typer.Option(
+            "--segment-rate", min=1, help="The sandbox space's Segment requests/s.", metavar="N"
+        ),
     ] = 250,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated profiles.")] = 1,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the generated profiles.", metavar="N")
+    ] = 1,
     out_dir: Annotated[
         Path | None,
         typer.Option(
             "--out-dir",
             help="Where to write the run's files (default: a new temp dir).",
             file_okay=False,
+            metavar="DIR",
         ),
     ] = None,
     metadata: Metadata = None,
@@ -65,7 +72,7 @@ def demo(
     from migrator_sandbox.demo import run_demo, run_demo_profiles_sync
     from migrator_sandbox.settings import SandboxSettings
 
-    _setup_logging(None, False, ())
+    _setup_logging(CommandReport(None, "demo"), None, False, ())
     target = out_dir or Path(tempfile.mkdtemp(prefix="migrator-demo-"))
     sandbox = SandboxSettings(
         profiles=profiles,
@@ -87,9 +94,14 @@ def demo(
     )
     mode = (metadata or MetadataMode.metadata).value
     demo_run = run_demo_profiles_sync if warehouse else run_demo
-    result = _execute(
-        lambda view: demo_run(sandbox, target, mode, on_start=view.attach), total=profiles
-    )
+    try:
+        result = execute(
+            ProgressView(profiles),
+            lambda view: demo_run(sandbox, target, mode, on_start=view.attach),
+        )
+    except Interrupted:
+        errors.print("interrupted", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     show_summary(result.run, "migrator demo")
     show_demo(result)
     raise typer.Exit(0 if result.ok else 1)
@@ -137,14 +149,19 @@ def mapping_check(
     """Map a sample of profiles and check them against the live Voucherify metadata schema:
     per target field, how many are filled, coerced, dropped or would be rejected, and why.
     Nothing is sent."""
-    settings = _settings(env_file, {"MIGRATOR_SOURCE": source.value} if source else None)
-    _setup_logging(None, False, settings.secrets)
-    options = _options(settings, metadata, mapping, schema_policy, False)
-    result = _execute(lambda view: check_mapping(settings, options, sample))
-    if as_json:
-        console.print_json(json.dumps(result.as_dict()))
-    else:
-        show_mapping_check(result)
+    with reporting(None, "mapping check") as rep:
+        overrides = {"MIGRATOR_SOURCE": source.value} if source else {}
+        settings = _settings(rep, env_file, overrides, None)
+        _setup_logging(rep, None, False, settings.secrets)
+        options = _options(rep, settings, None, env_file, metadata, mapping, schema_policy, False)
+        try:
+            result = execute(ProgressView(), lambda view: check_mapping(settings, options, sample))
+        except ConfigError as exc:
+            fail(rep, EXIT_CONFIG, "config_error", exc)
+        if as_json:
+            console.print_json(json.dumps(result.as_dict()))
+        else:
+            show_mapping_check(result)
 
 
 def sandbox(ctx: typer.Context) -> None:
@@ -157,6 +174,7 @@ def sandbox(ctx: typer.Context) -> None:
     from migrator_sandbox.settings import parse_args
 
     options = parse_args(list(ctx.args), prog="migrator sandbox")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the server
     try:
         serve(
             options.settings,
@@ -165,7 +183,7 @@ def sandbox(ctx: typer.Context) -> None:
             access_log=options.access_log,
             profiles_sync=options.profiles_sync,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         raise typer.Exit(0) from None
     except ConfigError as exc:
         errors.print(f"error: {exc}", markup=False)

@@ -341,6 +341,10 @@ class RunOptions:
     checkpointing: bool = True
     #: Leave in Voucherify what this tool wrote earlier and Segment no longer has.
     keep_removed: bool = False
+    #: The settings file the command read (absolute), for the printed resume command only.
+    env_file: Path | None = None
+    #: The mapping file as given (absolute), stored with the checkpoint; None: built in.
+    mapping_path: str | None = None
 
     @property
     def mode(self) -> MetadataMode:

@@ -31,6 +31,14 @@ class InvalidPosition(ConfigError):
         self.reason = reason
 
 
+class OptionsChanged(ConfigError):
+    """A run asks for another shape of customers than the one stored for its --out-dir."""
+
+    def __init__(self, message: str, differences: list[str]) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
 class LockedError(MigratorError):
     """Another run holds the output directory (exit code 4)."""
 

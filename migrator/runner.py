@@ -8,76 +8,47 @@ start position once, and closes them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from migrator.checkpoint import Checkpointer
 from migrator.config import RunOptions, Settings
-from migrator.exceptions import ConfigError
+from migrator.exceptions import InvalidPosition
+from migrator.http import RUN_RETRIES
 from migrator.ledger import Ledger
-from migrator.lock import RunLock, holder
+from migrator.out_dir import open_out_dir
 from migrator.outcome import Counts, RunStopped
 from migrator.outputs import OutputFiles
 from migrator.pipeline import Pipeline
+from migrator.result import (
+    Run,
+    RunResult,
+    invocation,
+    options_changed,
+    output_shape,
+    refused_start,
+)
+from migrator.shape import OutputShape
 from migrator.sources import Source
 from migrator.sources.listed import ListedSource
 from migrator.sources.profile_api import ProfileApiSource
-from migrator.state import STATE_FILE, StateStore
+from migrator.state import Checkpoint, StateStore
+from migrator.status import stored_or_inferred
 from migrator.voucherify import VoucherifyClient
 
 log = logging.getLogger("migrator")
 
-EXIT_OK = 0
-EXIT_FAILURES = 1
-EXIT_CONFIG = 2
-EXIT_STOPPED = 3
-EXIT_LOCKED = 4
-EXIT_INTERRUPTED = 130
 
 #: Called with the live counts as soon as a run starts (progress display).
 OnStart = Callable[[Counts], None]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a command did, for the summary, the report and the exit code."""
-
-    command: str
-    exit_code: int
-    outcome: str
-    counts: Counts
-    out_dir: Path
-    start_cursor: str | None = None
-    resumed: bool = False
-    stopped: RunStopped | None = None
-
-    @property
-    def resume_cursor(self) -> str | None:
-        return self.stopped.position if self.stopped else None
-
-    def report(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "command": self.command,
-            "outcome": self.outcome,
-            "exit_code": self.exit_code,
-            "start_cursor": self.start_cursor,
-            "resumed_from_checkpoint": self.resumed,
-            "counts": self.counts.as_dict(),
-            "out_dir": str(self.out_dir),
-        }
-        if self.stopped is not None:
-            data["stopped_because"] = str(self.stopped)
-            data["hint"] = self.stopped.hint
-            data["resume_cursor"] = self.stopped.position
-            data["resume_command"] = resume_command(self.stopped.position)
-        return data
-
-
-def resume_command(cursor: str | None) -> str:
-    return f"migrator run --offset {cursor}" if cursor else "migrator run --restart"
+#: Called with the result of a run that is interrupted (cancelled), before the
+#: cancellation goes on: the CLI still reports what it did and where it resumes.
+OnInterrupted = Callable[["RunResult"], None]
 
 
 def make_source(
@@ -105,6 +76,9 @@ def make_source(
     return ProfileApiSource(settings, traits=options.traits_to_fetch())
 
 
+# -- commands ----------------------------------------------------------------------------------
+
+
 async def run_migration(
     settings: Settings,
     out_dir: Path,
@@ -113,34 +87,80 @@ async def run_migration(
     offset: str | None = None,
     restart: bool = False,
     on_start: OnStart | None = None,
+    on_interrupted: OnInterrupted | None = None,
 ) -> RunResult:
-    """`migrator run`: resume from the checkpoint unless told otherwise, then migrate."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(out_dir), StateStore(out_dir) as state:
+    """`migrator run`: resume from the checkpoint unless told otherwise, then migrate.
+
+    A run asking for another output shape than the one stored (`OptionsChanged`) must say
+    `--restart` or `--full`; a dry run may preview any shape.
+    """
+    with open_out_dir(out_dir) as state:
         state.close_abandoned_runs()
+        shape = output_shape(settings, options)
+        saved, previous = state.checkpoint(), state.options()
+        _check_shape(
+            out_dir, shape, stored_or_inferred(previous, saved), saved, options, offset, restart
+        )
         watermark = state.watermark(settings.source)
         source = make_source(settings, options, watermark, backfill=restart)
-        saved = state.checkpoint()
         start, resumed = offset, False
         if offset is None and not restart and saved is not None and not options.dry_run:
-            if saved.source != source.name:
-                raise ConfigError(
-                    f"the checkpoint in {out_dir} belongs to a {saved.source} run, not "
-                    f"{source.name}; finish it with that source, or start over with --restart"
-                )
             start, resumed = saved.cursor, True
             log.info(
                 "resuming run %d from its checkpoint (%s)",
                 saved.run_id,
                 f"position {start}" if start else "the start",
             )
+        if not options.dry_run:
+            state.set_options(shape.as_dict())
         command = "dry-run" if options.dry_run else "run"
         result = await _migrate(
-            settings, out_dir, options, state, source, command, start, on_start=on_start
+            settings,
+            out_dir,
+            options,
+            state,
+            source,
+            command,
+            start,
+            shape,
+            resumed=resumed,
+            saved=saved,
+            on_start=on_start,
+            on_interrupted=on_interrupted,
         )
-        if result.outcome.startswith("completed") and not options.dry_run:
+        if result.error is not None and result.position == start and not options.dry_run:
+            # The start was refused before anything was read: leave the state as it was.
+            _restore(state, saved)
+            state.set_options(previous)
+        if result.completed and not options.dry_run:
             state.set_watermark(source.name, source.watermark())
-        return replace(result, resumed=resumed)
+        return result
+
+
+def _check_shape(
+    out_dir: Path,
+    shape: OutputShape,
+    stored: Mapping[str, Any] | None,
+    saved: Checkpoint | None,
+    options: RunOptions,
+    offset: str | None,
+    restart: bool,
+) -> None:
+    """Another shape than the stored one needs --restart, or --full when not resuming (a
+    dry run may preview any)."""
+    differences = shape.differences(stored) if stored else []
+    if differences and not options.dry_run:
+        resuming = saved is not None and offset is None
+        if not (restart or (options.full and not resuming)):
+            raise options_changed(out_dir, differences, saved, "run")
+        log.info("options changed: %s; stored from now on", "; ".join(differences))
+
+
+def _restore(state: StateStore, saved: Checkpoint | None) -> None:
+    if saved is None:
+        state.clear_checkpoint()
+    else:
+        state.set_checkpoint(saved.cursor, saved.run_id, saved.source)
 
 
 async def retry_failed(
@@ -149,20 +169,35 @@ async def retry_failed(
     options: RunOptions,
     *,
     on_start: OnStart | None = None,
+    on_interrupted: OnInterrupted | None = None,
 ) -> RunResult:
-    """`migrator retry-failed`: read the ledger's profiles again and resend them.
+    """`migrator retry-failed`: read the ledger's profiles again and resend them, in the
+    shape stored for the output directory.
 
     Entries leave the ledger only when their customer is confirmed (or the profile turns
     out to have no identifier); a retry that stops half-way loses nothing.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(out_dir), StateStore(out_dir) as state:
+    with open_out_dir(out_dir) as state:
         state.close_abandoned_runs()
+        shape = output_shape(settings, options)
+        stored = stored_or_inferred(state.options(), state.checkpoint())
+        differences = shape.differences(stored) if stored else []
+        if differences:
+            raise options_changed(out_dir, differences, None, "retry-failed")
         options = replace(options, checkpointing=False, full=True)
         segment_ids = [f.segment_id for f in state.failures()]
         source = ListedSource(make_source(settings, options, backfill=True), segment_ids)
         return await _migrate(
-            settings, out_dir, options, state, source, "retry-failed", None, on_start=on_start
+            settings,
+            out_dir,
+            options,
+            state,
+            source,
+            "retry-failed",
+            None,
+            shape,
+            on_start=on_start,
+            on_interrupted=on_interrupted,
         )
 
 
@@ -174,20 +209,25 @@ async def _migrate(
     source: Source,
     command: str,
     start: str | None,
+    shape: OutputShape,
     *,
+    resumed: bool = False,
+    saved: Checkpoint | None = None,
     on_start: OnStart | None,
+    on_interrupted: OnInterrupted | None,
 ) -> RunResult:
     run_id = state.start_run(command, start)
     counts = Counts()
+    retries = RUN_RETRIES.set(counts)
     outputs = OutputFiles(out_dir)
     ledger = Ledger(state, outputs, run_id, counts, dry_run=options.dry_run)
     checkpoint = Checkpointer(
         state, run_id, source.name, start, enabled=options.checkpointing and not options.dry_run
     )
+    run = Run(command, out_dir, options, shape, start, resumed, counts, checkpoint)
+    _log_start(run_id, run)
     if on_start:
         on_start(counts)
-    stopped: RunStopped | None = None
-    outcome = "interrupted"
     if options.dry_run:
         outputs.start_dry_run()
     try:
@@ -195,28 +235,69 @@ async def _migrate(
             pipeline = Pipeline(
                 options, settings.identifier, source, voucherify, state, ledger, checkpoint
             )
-            outcome, stopped = await _run(pipeline, source, state, ledger, options.dry_run)
-    except BaseException:
-        _close(outputs, state, ledger, run_id, outcome, counts)
+            run.outcome, run.stopped = await _run(pipeline, source, state, ledger, options.dry_run)
+        if run.stopped is not None and isinstance(run.stopped.cause, InvalidPosition):
+            run.error = refused_start(run.stopped.cause, out_dir, options, shape, saved)
+            run.outcome, run.stopped = "usage_error", None
+    except asyncio.CancelledError:
+        if on_interrupted is not None:
+            on_interrupted(run.result())
         raise
-    closed = _close(outputs, state, ledger, run_id, outcome, counts)
-    if closed is not None and stopped is None:
-        # An output file that cannot be written stops the run resumably: the state store
-        # holds everything, and the next run rewrites the files from it.
-        stopped, outcome = RunStopped(closed, checkpoint.position), "stopped"
-        state.finish_run(run_id, outcome, counts.as_dict())
-    if outcome.startswith("completed"):
+    finally:
+        RUN_RETRIES.reset(retries)
+        closed = _close(outputs, state, ledger, run_id, run.outcome, counts)
+        if closed is not None and run.stopped is None and run.outcome.startswith("completed"):
+            # An output file that cannot be written stops the run resumably: the state
+            # store holds everything, and the next run rewrites the files from it.
+            run.stopped, run.outcome = RunStopped(closed, checkpoint.position), "stopped"
+            state.finish_run(run_id, run.outcome, counts.as_dict())
+        _log_end(run_id, run.result())
+    if run.outcome.startswith("completed"):
         checkpoint.complete()
-    code = EXIT_STOPPED if stopped else (EXIT_OK if counts.failed == 0 else EXIT_FAILURES)
-    return RunResult(
-        command=command,
-        exit_code=code,
-        outcome=outcome,
-        counts=counts,
-        out_dir=out_dir,
-        start_cursor=start,
-        stopped=stopped,
+    return run.result()
+
+
+def _log_start(run_id: int, run: Run) -> None:
+    """The log file's first line of a run: its options (never a secret: none is an option)."""
+    if run.command == "retry-failed":
+        where = "reading the failed profiles again"
+    else:
+        where = ("resuming at " if run.resumed else "starting at ") + (
+            run.start or "the first page"
+        )
+    log.info(
+        "run %d started (pid %d): %s; source %s, identifier %s, mapping %s; %s",
+        run_id,
+        os.getpid(),
+        invocation(run.command, run.out_dir, run.options, run.start),
+        run.shape.source,
+        run.shape.identifier,
+        run.shape.mapping or "built-in",
+        where,
     )
+
+
+def _log_end(run_id: int, done: RunResult) -> None:
+    """The log file's last line of a run: what it did and, if it did not complete, why
+    and how to go on."""
+    counts = done.counts
+    log.info(
+        "run %d ended: %s, exit %d; read %d, confirmed %d, unchanged %d, failed %d, "
+        "retried requests %d%s%s",
+        run_id,
+        done.outcome,
+        done.exit_code,
+        counts.profiles_read,
+        counts.confirmed,
+        counts.unchanged,
+        counts.failed,
+        counts.retries,
+        f"; stopped because: {done.reason}" if done.reason else "",
+        f"; resume with: {done.resume_command}" if done.resume_command else "",
+    )
+
+
+# -- the end of a run --------------------------------------------------------------------------
 
 
 async def _run(
@@ -255,44 +336,3 @@ def _close(
         log.warning("the output files in %s could not be written: %s", outputs.out_dir, exc)
         return exc
     return None
-
-
-def status(out_dir: Path) -> dict[str, Any]:
-    """`migrator status`: what the state store says, without taking the lock."""
-    if not (out_dir / STATE_FILE).exists():
-        return {
-            "state_file": None,
-            "running_pid": None,
-            "runs": [],
-            "checkpoint": None,
-            "customers_confirmed": 0,
-            "failures_pending": 0,
-            "profiles_without_identifier": 0,
-            "duplicate_identifiers": 0,
-        }
-    running_pid = holder(out_dir)
-    with StateStore(out_dir) as state:
-        checkpoint = state.checkpoint()
-        runs = state.recent_runs(10)
-        if running_pid is None:
-            # Nobody holds the directory: a run still marked running was killed (the next
-            # run records it so; say it now).
-            for run in runs:
-                if run["outcome"] == "running":
-                    run["outcome"] = "killed"
-        return {
-            "state_file": str(state.path),
-            "running_pid": running_pid,
-            "runs": runs,
-            "checkpoint": None
-            if checkpoint is None
-            else {
-                "cursor": checkpoint.cursor,
-                "run_id": checkpoint.run_id,
-                "source": checkpoint.source,
-            },
-            "customers_confirmed": state.confirmed_count(),
-            "failures_pending": state.failure_count(),
-            "profiles_without_identifier": state.no_identifier_count(),
-            "duplicate_identifiers": state.duplicate_count(),
-        }

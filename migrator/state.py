@@ -233,6 +233,23 @@ class StateStore(ListsMixin):
         self._db.execute("DELETE FROM meta WHERE key = 'checkpoint'")
         self._db.commit()
 
+    # -- the options that shape what is written (source, metadata, identifier, mapping) --
+    # Stored with the checkpoint and kept after it, for the next run and retry-failed.
+
+    def options(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'options'").fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    def set_options(self, options: dict[str, Any] | None) -> None:
+        if options is None:
+            self._db.execute("DELETE FROM meta WHERE key = 'options'")
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('options', ?)",
+                (json.dumps(options, sort_keys=True),),
+            )
+        self._db.commit()
+
     # -- customers --------------------------------------------------------------------
 
     def fingerprints(self, source_id: str) -> dict[str, str] | None:

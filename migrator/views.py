@@ -6,6 +6,7 @@ Rendering only; every decision is in the runner.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Awaitable
@@ -13,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from migrator.outcome import Counts
-from migrator.runner import RunResult, resume_command
+from migrator.result import RunResult
 
 if TYPE_CHECKING:
     from migrator.mapping_check import MappingCheck
@@ -26,9 +28,30 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-console = Console(stderr=False, highlight=False, emoji=False)
+console = Console(stderr=False, highlight=False, emoji=False, soft_wrap=True)
 # soft_wrap: a message is one line even in a log or a pipe (rich would wrap it at 80 columns).
 errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+#: Tables in a pipe or a log are as wide as their content: never truncated at 80 columns.
+PIPED_WIDTH = 10_000
+
+
+def _print_table(table: Table) -> None:
+    if console.is_terminal:
+        console.print(table)
+        return
+    wide = Console(file=sys.stdout, width=PIPED_WIDTH, highlight=False, emoji=False)
+    wide.print(table)
+
+
+def make_console_handler() -> logging.Handler:
+    """Log lines on the console: above the progress bar in a terminal, plain otherwise."""
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(console=errors, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    return handler
 
 
 class ProgressView:
@@ -37,11 +60,16 @@ class ProgressView:
     def __init__(self, total: int | None = None) -> None:
         self.total = total
         self.counts: Counts | None = None
+        self.interrupted: RunResult | None = None
         self._progress: Progress | None = None
         self._task: Any = None
 
     def attach(self, counts: Counts) -> None:
         self.counts = counts
+
+    def interrupt(self, result: RunResult) -> None:
+        """The run was interrupted: keep its result for the summary and the report."""
+        self.interrupted = result
 
     def _line(self) -> str:
         assert self.counts is not None
@@ -83,8 +111,8 @@ class ProgressView:
         return result
 
     def _show(self) -> None:
-        if self.counts is None:
-            return
+        if self.counts is None or self.counts.profiles_read == 0:
+            return  # nothing to tell yet (or a run that could not start: its error says why)
         if self._progress is not None:
             self._progress.update(
                 self._task, description=self._line(), completed=self.counts.profiles_read
@@ -105,6 +133,7 @@ def show_summary(result: RunResult, title: str) -> None:
         ("identifier owned by another profile", c["duplicates"]),
         ("failed", c["failed"]),
         ("mapping warnings", c["warnings"]),
+        ("retried requests", c["retries"]),
         ("elapsed", f"{c['elapsed_seconds']:.1f} s"),
         ("profiles/s", f"{c['profiles_per_second']:.1f}"),
     ]
@@ -114,35 +143,69 @@ def show_summary(result: RunResult, title: str) -> None:
         rows.insert(0, ("resumed from", result.start_cursor or "the first page"))
     for name, value in rows:
         table.add_row(name, Text(str(value)))  # a cursor is opaque: never markup
-    console.print(table)
+    _print_table(table)
     console.print(f"files in {result.out_dir}", markup=False)
 
 
 def show_stopped(result: RunResult) -> None:
+    """Why the run stopped (once), what to change, and the exact command that resumes."""
     assert result.stopped is not None
     errors.print(f"stopped: {result.stopped}", markup=False)
     if result.stopped.hint:
         errors.print(result.stopped.hint, markup=False)
-    command = resume_command(result.resume_cursor)
-    errors.print(
-        f"everything before the resume point is saved. Resume with:\n  {command}", markup=False
-    )
+    if result.options.dry_run:
+        _resume_lines(result, "a dry run keeps no checkpoint. Run it again with:")
+        return
+    _resume_lines(result, "everything before the resume point is saved. Resume with:")
+
+
+def show_interrupted(result: RunResult) -> None:
+    if result.options.dry_run:
+        errors.print("interrupted: a dry run keeps no checkpoint.", markup=False)
+        _resume_lines(result, "Run it again with:")
+        return
+    _resume_lines(result, "interrupted: the checkpoint is saved. Resume with:")
+
+
+def _resume_lines(result: RunResult, lead: str) -> None:
+    command = result.resume_command
+    if command is not None:
+        errors.print(f"{lead}\n  {command}", markup=False)
 
 
 def show_status(data: dict[str, Any], out_dir: Path) -> None:
     if data["state_file"] is None:
-        console.print(f"no runs yet in {out_dir.resolve()}", markup=False)
-        return
+        return  # the command says so on stderr, and exits 2
     checkpoint = data["checkpoint"]
+    live = data.get("in_progress")
+    pid = data["running_pid"]
     if checkpoint is None:
-        line = "none (the last run finished)"
+        line = "none"
+        last = next((r for r in data["runs"] if r["command"] == "run"), None)
+        if live is not None and live["command"] == "dry-run":
+            line += " (a dry run keeps none)"
+        elif last is None:
+            line += " (no migration run yet)"
+        elif last["outcome"].startswith("completed"):
+            line += " (the last run finished)"
     else:
         where = checkpoint["cursor"] or "the first page"
-        if data["running_pid"] is not None:
-            line = f"run {checkpoint['run_id']} in progress (pid {data['running_pid']}), at {where}"
+        if live is not None and live["run_id"] == checkpoint["run_id"]:
+            line = f"run {checkpoint['run_id']} in progress (pid {pid}), at {where}"
         else:
             line = f"run {checkpoint['run_id']} stopped; resumes at {where}"
     console.print(f"checkpoint: {line}", markup=False)
+    if live is not None and (checkpoint is None or live["run_id"] != checkpoint["run_id"]):
+        what = {"dry-run": "dry run", "retry-failed": "retry-failed"}.get(live["command"], "run")
+        console.print(f"in progress: {what} {live['run_id']} (pid {pid})", markup=False)
+    if data.get("options"):
+        stored = data["options"]
+        shown = ", ".join(
+            f"{key} {stored[key] if stored[key] is not None else 'built-in'}"
+            for key in ("source", "metadata", "identifier", "mapping")
+            if key in stored
+        )
+        console.print(f"stored options: {shown}", markup=False)
     console.print(f"customers confirmed: {data['customers_confirmed']}")
     console.print(f"failures pending: {data['failures_pending']}")
     console.print(f"profiles without identifier: {data['profiles_without_identifier']}")
@@ -162,7 +225,7 @@ def show_status(data: dict[str, Any], out_dir: Path) -> None:
             str(counts.get("confirmed", "-")),
             str(counts.get("failed", "-")),
         )
-    console.print(table)
+    _print_table(table)
 
 
 def show_demo(result: DemoResult) -> None:
@@ -179,7 +242,7 @@ def show_demo(result: DemoResult) -> None:
     )
     table.add_row("failures in the ledger", str(result.ledger_lines))
     table.add_row("Segment 429 answers", str(result.segment_429))
-    console.print(table)
+    _print_table(table)
     if result.ok:
         console.print(
             "[bold green]verified:[/] every profile is in Voucherify or listed without identifier."

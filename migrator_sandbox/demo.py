@@ -15,7 +15,8 @@ from pathlib import Path
 from migrator.config import RunOptions, Settings, load_settings
 from migrator.mapping import MetadataMode
 from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
-from migrator.runner import OnStart, RunResult, run_migration
+from migrator.result import RunResult
+from migrator.runner import OnStart, run_migration
 from migrator_sandbox.generator import ProfileGenerator
 from migrator_sandbox.oracle import Verification, verify
 from migrator_sandbox.server import SandboxServer

@@ -16,11 +16,20 @@ from typing import Any
 import pytest
 
 from migrator.outputs import DRY_RUN_FILE
-from migrator.runner import status
+from migrator.state import StateStore
+from migrator.status import status
 from migrator_sandbox.oracle import verify
 from migrator_sandbox.server import ThreadedSandbox
 from tests.helpers import has_null, ledger
-from tests.test_faults import MIGRATOR_VARS, assert_migrated_exactly, child_env, cli, set_knobs
+from tests.test_faults import (
+    MIGRATOR_VARS,
+    _second_page_cursor,
+    assert_migrated_exactly,
+    checkpoint_of,
+    child_env,
+    cli,
+    set_knobs,
+)
 
 REQUIRED = (
     "SEGMENT_ACCESS_TOKEN",
@@ -147,10 +156,10 @@ def test_the_env_file_supplies_what_the_environment_lacks(
 def test_report_log_file_and_status_of_a_run(make_sandbox: Any, tmp_path: Path) -> None:
     sb = make_sandbox(profiles=200)
     out, report, log = tmp_path / "out", tmp_path / "r" / "report.json", tmp_path / "run.log"
-    assert (
-        "no runs yet"
-        in cli(["status", "--out-dir", str(out)], cwd=tmp_path, env=config_env()).stdout
-    )
+    # No state there (yet, or a mistyped path): status says so and exits 2, not "0, no runs".
+    before = cli(["status", "--out-dir", str(out)], cwd=tmp_path, env=config_env())
+    assert before.returncode == 2, before.stderr
+    assert before.stderr.startswith(f"error: no migrator state in {out}")
 
     done = cli(
         ["run", "--no-input", "--out-dir", str(out), "--report", str(report)]
@@ -171,24 +180,36 @@ def test_report_log_file_and_status_of_a_run(make_sandbox: Any, tmp_path: Path) 
     assert counts["confirmed"] == check.expected
     assert counts["no_identifier"] == len(check.no_identifier)
     assert counts["failed"] == 0
-    assert "resume_command" not in data
+    assert data["resume_command"] is None and data["stopped_because"] is None
 
     lines = log.read_text(encoding="utf-8").splitlines()
     requests = [line for line in lines if " migrator.http " in line]
+    base = sb.env()["SEGMENT_API_URL"]
     segment = [
         line
         for line in requests
-        if re.search(r" segment GET \S* 200 \d+ms request_id=[0-9a-f]{32}$", line)
+        if re.search(rf" segment GET {base}/v1/\S+ 200 \d+ms request_id=[0-9a-f]{{32}}$", line)
     ]
+    # Full URLs: a list page names its path and query, not an empty path.
+    assert any("/collections/users/profiles?limit=100 200 " in line for line in segment)
+    # Voucherify answers a success without a request id: none is invented ("None").
     bulk = [
         line
         for line in requests
-        if re.search(r" voucherify POST /v1/customers/bulk/async 202 \d+ms request_id=", line)
+        if re.search(rf" voucherify POST {base}/v1/customers/bulk/async 202 \d+ms$", line)
     ]
+    assert not [line for line in lines if "request_id=None" in line]
     # One line per request: the list pages, and traits and external ids of every profile.
     assert len(segment) >= 2 * 200 + 2
     assert len(segment) == sb.sandbox.stats_json()["segment_requests"]
     assert len(bulk) == sb.sandbox.stats_json()["bulk_requests"] >= 2
+    # The run's start (with its options) and its end (with the outcome) are in the file.
+    started = [line for line in lines if re.search(r" INFO migrator run 1 started ", line)]
+    assert len(started) == 1
+    assert f"migrator run --metadata metadata --out-dir {out}" in started[0]
+    assert "source profile-api, identifier user_id" in started[0]
+    ended = [line for line in lines if " INFO migrator run 1 ended: " in line]
+    assert len(ended) == 1 and "ended: completed, exit 0; read 200," in ended[0]
 
     shown = cli(["status", "--out-dir", str(out)], cwd=tmp_path, env=config_env())
     assert shown.returncode == 0, shown.stderr
@@ -326,25 +347,64 @@ def test_no_secret_in_any_output_or_file(make_sandbox: Any, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("cursor", ["opaque[/i]cursor", "a:thumbs_up:b[bold]c"])
-def test_the_resume_cursor_is_printed_verbatim(
+def test_an_offset_segment_refuses_is_exit_2_and_the_checkpoint_stays(
     make_sandbox: Any, tmp_path: Path, cursor: str
 ) -> None:
-    """Cursors are opaque strings from Segment: shown as they are, never read as markup."""
-    sb = make_sandbox(profiles=50)
+    """Issue 14.1: a typo in --offset used to become the checkpoint, and every later cron
+    run exited 3 with `Resume with: migrator run --offset garbage`. Now: exit 2, one line
+    naming the cursor as it is (never read as markup) and how to start over; the checkpoint
+    is untouched and the next plain run goes on from it."""
+    sb = make_sandbox(profiles=250)
     out = tmp_path / "out"
-    # The sandbox rejects a cursor it did not issue: the run stops where it was asked to start.
-    first = cli(
-        ["run", "--no-input", "--offset", cursor, "--out-dir", str(out)],
+    report = tmp_path / "report.json"
+    good = _second_page_cursor(sb)
+    with StateStore(out_dir(out)) as state:  # a stopped run's checkpoint
+        state.set_checkpoint(good, state.start_run("run", None))
+    # The sandbox, as Segment, answers 400 to a cursor it did not issue.
+    typo = cli(
+        ["run", "--no-input", "--offset", cursor, "--out-dir", str(out), "--report", str(report)],
         cwd=tmp_path,
         env=child_env(sb),
     )
-    assert first.returncode == 3, first.stderr
-    assert "Traceback" not in first.stderr
-    assert f"  migrator run --offset {cursor}" in first.stderr.splitlines()
-    # Resumed from that checkpoint, the summary names the cursor as it is.
+    assert typo.returncode == 2, typo.stderr
+    assert "Traceback" not in typo.stderr
+    errors = [line for line in typo.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, typo.stderr
+    assert f"cannot start at {cursor!r}: Segment refused the cursor" in errors[0]
+    assert f"migrator run --offset {good} --out-dir {out}" in errors[0]  # resume it
+    assert (
+        f"To start over from the first page: migrator run --restart --out-dir {out}" in (errors[0])
+    )
+    assert checkpoint_of(out) == {"cursor": good, "run_id": 1, "source": "profile-api"}
+    data = json.loads(report.read_text())
+    assert (data["outcome"], data["exit_code"], data["resume_command"]) == ("usage_error", 2, None)
+    assert data["stopped_because"] == errors[0].removeprefix("error: ")
+
     again = cli(["run", "--no-input", "--out-dir", str(out)], cwd=tmp_path, env=child_env(sb))
-    assert again.returncode == 3, again.stderr
-    assert "Traceback" not in again.stderr
-    assert re.search(rf"resumed from\s*\W\s*{re.escape(cursor)}\s*\W", again.stdout), again.stdout
-    shown = cli(["status", "--out-dir", str(out)], cwd=tmp_path, env=config_env())
-    assert f"resumes at {cursor}" in shown.stdout
+    assert again.returncode == 0, again.stderr
+    assert re.search(rf"resumed from\s*\W\s*{re.escape(good)}\s*\W", again.stdout), again.stdout
+    assert status(out)["checkpoint"] is None
+
+
+def test_an_offset_that_cannot_be_a_cursor_is_refused_before_any_request(
+    make_sandbox: Any, tmp_path: Path
+) -> None:
+    sb = make_sandbox(profiles=50)
+    out = tmp_path / "out"
+    done = cli(
+        ["run", "--no-input", "--offset", "two words", "--out-dir", str(out)],
+        cwd=tmp_path,
+        env=child_env(sb),
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot start at 'two words': it is not a Segment list cursor" in done.stderr
+    assert sb.sandbox.stats_json()["segment_requests"] == 0
+    assert checkpoint_of(out) is None  # none before, none after
+    # Nothing was saved: the cron line's plain run starts at the first page.
+    plain = cli(["run", "--no-input", "--out-dir", str(out)], cwd=tmp_path, env=child_env(sb))
+    assert plain.returncode == 0, plain.stderr
+
+
+def out_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

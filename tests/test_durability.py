@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from migrator.lock import LOCK_FILE
-from migrator.runner import status
 from migrator.segment import SegmentClient
+from migrator.status import status
 from migrator_sandbox.oracle import expected_customer
 from migrator_sandbox.server import ThreadedSandbox
 from tests.helpers import listed, settings_for

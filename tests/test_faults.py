@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -24,9 +25,11 @@ from typing import Any
 import pytest
 
 from migrator.pipeline import RunOptions, RunStopped
-from migrator.runner import RunResult, run_migration, status
+from migrator.result import RunResult
+from migrator.runner import run_migration
 from migrator.segment import SegmentClient
 from migrator.state import STATE_FILE
+from migrator.status import status
 from migrator_sandbox.faults import FaultInjector
 from migrator_sandbox.oracle import verify
 from migrator_sandbox.server import ThreadedSandbox
@@ -338,19 +341,17 @@ def test_exhausted_retries_stop_with_a_resume_cursor_that_completes_the_run(
     assert "check the credentials" not in stderr  # not an account error
     checkpoint = status(out)["checkpoint"]
     assert checkpoint is not None and checkpoint["cursor"]
-    match = re.search(r"Resume with:\n\s+(migrator run --offset (\S+))\s*$", stderr)
+    # The command is complete: the absolute --out-dir, so it runs from any folder.
+    match = re.search(r"Resume with:\n\s+(migrator run --offset (\S+) --out-dir (\S+))\s*$", stderr)
     assert match, stderr
     assert match.group(2) == checkpoint["cursor"]
+    assert match.group(3) == str(out.absolute())
     report_before = status(out)
     assert report_before["runs"][0]["outcome"] == "stopped"
     assert report_before["customers_confirmed"] < len(expected)
 
     set_knobs(sb, fault_5xx=0.0)
-    resumed = cli(
-        [*match.group(1).split()[1:], "--no-input", "--out-dir", str(out)],
-        cwd=tmp_path,
-        env=child_env(sb),
-    )
+    resumed = cli([*shlex.split(match.group(1))[1:], "--no-input"], cwd=tmp_path, env=child_env(sb))
     assert resumed.returncode == 0, resumed.stderr
     assert_migrated_exactly(sb, out, expected)
     assert status(out)["checkpoint"] is None
@@ -366,7 +367,7 @@ def test_exhausted_retries_in_process_raise_nothing_and_keep_the_checkpoint(
     assert isinstance(result.stopped, RunStopped)
     assert not result.stopped.account
     assert result.resume_cursor is None
-    assert result.report()["resume_command"] == "migrator run --restart"
+    assert result.report()["resume_command"] == f"migrator run --restart --out-dir {tmp_path}"
     stats = sb.sandbox.stats_json()
     # The first request of each API at most, tried twice each: no retry storm.
     assert stats["segment_requests"] + stats["voucherify_requests"] <= 4, stats
@@ -431,7 +432,9 @@ def test_a_run_from_a_cursor_that_stops_at_once_still_resumes_at_that_cursor(
     assert by_offset.exit_code == 3
     assert status(tmp_path)["checkpoint"]["cursor"] == cursor
     assert by_offset.resume_cursor == cursor
-    assert by_offset.report()["resume_command"] == f"migrator run --offset {cursor}"
+    assert by_offset.report()["resume_command"] == (
+        f"migrator run --offset {cursor} --out-dir {tmp_path}"
+    )
 
     from_checkpoint = migrate(sb, tmp_path, MAX_ATTEMPTS="2")
     assert from_checkpoint.exit_code == 3

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from migrator.config import RunOptions
-from migrator.runner import RunResult, run_migration
+from migrator.result import RunResult
+from migrator.runner import run_migration
 from migrator_sandbox.oracle import verify
 from tests.helpers import settings_for
 

@@ -12,7 +12,9 @@ import pytest
 
 from migrator.outputs import DRY_RUN_FILE
 from migrator.pipeline import RunOptions
-from migrator.runner import RunResult, retry_failed, run_migration, status
+from migrator.result import RunResult
+from migrator.runner import retry_failed, run_migration
+from migrator.status import status
 from migrator_sandbox.oracle import verify
 from tests.helpers import assert_valid_bodies, has_null, ledger, listed, settings_for
 

@@ -26,7 +26,8 @@ from migrator.config import RunOptions
 from migrator.exceptions import ConfigError
 from migrator.mapping import STANDARD_TRAITS
 from migrator.outputs import MERGED_FILE
-from migrator.runner import RunResult, run_migration
+from migrator.result import RunResult
+from migrator.runner import run_migration
 from migrator.sources import profiles_sync_sql as sql
 from migrator.sources.profiles_sync import ProfilesSyncSource, decode
 from migrator_sandbox.generator import ProfileGenerator

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from migrator.exceptions import ConfigError, SourceUnavailable
+from migrator.exceptions import ConfigError, InvalidPosition, SourceUnavailable
 from migrator.sources import profiles_sync_sql as sql
 from migrator.sources.base import Merge, Page, Profile, ProfileUnreadable
 
@@ -286,7 +286,4 @@ class ProfilesSyncSource:
             )
             return since, until, str(data["after"])
         except (ValueError, TypeError, KeyError):
-            raise ConfigError(
-                f"the position {position!r} is not a Profiles Sync position (the checkpoint "
-                "or --offset); run again with --restart"
-            ) from None
+            raise InvalidPosition(position, "it is not a Profiles Sync position") from None
