@@ -7,7 +7,7 @@ import json
 import signal
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,6 +29,10 @@ from migrator.mapping import MetadataMode
 from migrator.mapping_check import check_mapping
 from migrator.mapping_file import builtin_mapping_toml
 from migrator.result import EXIT_CONFIG, EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from migrator_sandbox.settings import SandboxSettings
+
 from migrator.views import (
     ProgressView,
     console,
@@ -63,6 +67,16 @@ def demo(
     ] = None,
     metadata: Metadata = None,
     source: SourceOption = None,
+    typed_schema: Annotated[
+        bool,
+        typer.Option(
+            "--typed-schema/--no-typed-schema",
+            help="Voucherify defines a typed customer metadata schema (number, boolean, date, "
+            'datetime, string array, constraints) and the traits are loosely typed ("34", '
+            '"true", naive date-times, a lone string for an array): every value must be '
+            "converted to land. Default: on.",
+        ),
+    ] = True,
 ) -> None:
     """Migrate a local sandbox of both APIs and verify every customer. Needs no credentials.
 
@@ -80,18 +94,11 @@ def demo(
         segment_rate=segment_rate,
         latency_min_ms=20,
         latency_max_ms=80,
+        typed_schema=typed_schema,
+        loose_metadata=typed_schema,
     )
     warehouse = source == SourceName.profiles_sync
-    where = (
-        "Profiles Sync views in a local Postgres"
-        if warehouse
-        else (f"Segment limit {segment_rate} requests/s")
-    )
-    console.print(
-        f"sandbox: {profiles} generated profiles, {where}, Voucherify 2,000 requests/min; "
-        f"files in {target}",
-        markup=False,
-    )
+    _announce(sandbox, warehouse, target)
     mode = (metadata or MetadataMode.metadata).value
     demo_run = run_demo_profiles_sync if warehouse else run_demo
     try:
@@ -102,9 +109,30 @@ def demo(
     except Interrupted:
         errors.print("interrupted", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except ConfigError as exc:  # no pgserver for --source profiles-sync, a port taken...
+        errors.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
     show_summary(result.run, "migrator demo")
     show_demo(result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _announce(sandbox: SandboxSettings, warehouse: bool, target: Path) -> None:
+    where = (
+        "Profiles Sync views in a local Postgres"
+        if warehouse
+        else f"Segment limit {sandbox.segment_rate} requests/s"
+    )
+    typed = (
+        "; a typed metadata schema in Voucherify, loosely typed traits in Segment"
+        if sandbox.typed_schema
+        else ""
+    )
+    console.print(
+        f"sandbox: {sandbox.profiles} generated profiles, {where}, Voucherify 2,000 "
+        f"requests/min{typed}; files in {target}",
+        markup=False,
+    )
 
 
 mapping_app = typer.Typer(

@@ -241,6 +241,12 @@ def show_demo(result: DemoResult) -> None:
         f"{result.listed_without_identifier} / {len(v.no_identifier)}",
     )
     table.add_row("failures in the ledger", str(result.ledger_lines))
+    if result.schema_keys:
+        table.add_row("typed metadata keys in the schema", str(result.schema_keys))
+        table.add_row("metadata values converted to their type", str(result.coerced))
+        table.add_row("customers rejected by the schema", str(result.schema_rejections))
+        off = getattr(v, "off_schema", [])
+        table.add_row("customers with a value off its schema type", str(len(off)))
     table.add_row("Segment 429 answers", str(result.segment_429))
     _print_table(table)
     if result.ok:

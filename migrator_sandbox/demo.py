@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from migrator.config import RunOptions, Settings, load_settings
 from migrator.mapping import MetadataMode
@@ -18,6 +19,7 @@ from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
 from migrator.result import RunResult
 from migrator.runner import OnStart, run_migration
 from migrator_sandbox.generator import ProfileGenerator
+from migrator_sandbox.metadata_rules import live_definitions
 from migrator_sandbox.oracle import Verification, verify
 from migrator_sandbox.server import SandboxServer
 from migrator_sandbox.settings import SandboxSettings
@@ -40,6 +42,12 @@ class DemoResult:
     segment_429: int
     listed_duplicates: int = 0
     duplicates_listed_correctly: bool = True
+    #: Keys in the typed metadata schema Voucherify applied (0: none defined).
+    schema_keys: int = 0
+    #: Metadata values the migrator converted to their schema type before sending.
+    coerced: int = 0
+    #: Customers the sandbox's Voucherify rejected for their metadata.
+    schema_rejections: int = 0
 
     @property
     def ok(self) -> bool:
@@ -49,6 +57,7 @@ class DemoResult:
             and self.listed_correctly
             and self.duplicates_listed_correctly
             and self.ledger_lines == 0
+            and self.schema_rejections == 0
         )
 
 
@@ -61,8 +70,8 @@ async def run_demo(
     async with SandboxServer(sandbox_settings) as server:
         settings, result = await _migrate(server, {}, out_dir, metadata_mode, on_start)
         verification = verify(server.sandbox, settings.identifier, metadata_mode)
-        segment_429 = int(server.sandbox.stats_json().get("segment_429", 0))
-    return _outcome(result, verification, out_dir, segment_429)
+        stats = server.sandbox.stats_json()
+    return _outcome(result, verification, out_dir, stats, sandbox_settings)
 
 
 async def _migrate(
@@ -91,9 +100,10 @@ def _outcome(
     result: RunResult,
     verification: Verification | WarehouseCheck,
     out_dir: Path,
-    segment_429: int,
+    stats: dict[str, Any],
+    sandbox_settings: SandboxSettings,
 ) -> DemoResult:
-    """The run, the oracle's verdict, and what the files say about the rest."""
+    """The run, the oracle's verdict, and what the files and the sandbox say about the rest."""
     listed = _listed(out_dir / NO_IDENTIFIER_FILE)
     duplicates = _duplicates(out_dir / DUPLICATES_FILE)
     ledger = out_dir / FAILURES_FILE
@@ -104,7 +114,10 @@ def _outcome(
         listed_without_identifier=len(listed),
         listed_correctly=sorted(listed) == sorted(verification.no_identifier),
         ledger_lines=ledger_lines,
-        segment_429=segment_429,
+        segment_429=int(stats.get("segment_429", 0)),
+        schema_keys=len(live_definitions(sandbox_settings.schema)),
+        coerced=sum(k.get("coerced", 0) for k in result.counts.metadata_schema.values()),
+        schema_rejections=int(stats.get("metadata_rejections", 0)),
         listed_duplicates=len(duplicates),
         # The warehouse check does not list duplicates; its demo data has none.
         duplicates_listed_correctly=sorted(duplicates)
@@ -155,9 +168,11 @@ async def run_demo_profiles_sync(
                 server.sandbox.customers,
                 settings.identifier,
                 metadata_mode,
+                metadata_schema=sandbox_settings.schema,
             )
+            stats = server.sandbox.stats_json()
         engine.dispose()
-    return _outcome(result, check, out_dir, 0)
+    return _outcome(result, check, out_dir, stats, sandbox_settings)
 
 
 def _duplicates(path: Path) -> list[tuple[str, str, str]]:

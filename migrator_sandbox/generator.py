@@ -275,7 +275,7 @@ class ProfileGenerator:
         description = _description_traits(r, standard)
         birthdate = _birthdate_traits(r, standard)
         address = _address_traits(r, standard)
-        _metadata_trait(r, standard)
+        _metadata_trait(r, standard, self.settings.loose_metadata)
         r.shuffle(standard)
 
         customs = _custom_traits(r)
@@ -629,7 +629,7 @@ def _address_value(r: random.Random, key: str) -> tuple[str, Any]:
     return text, text
 
 
-def _metadata_trait(r: random.Random, out: list) -> None:
+def _metadata_trait(r: random.Random, out: list, loose: bool = False) -> None:
     style = _pick(r, _METADATA_STYLES)
     if style == "absent":
         return
@@ -648,7 +648,27 @@ def _metadata_trait(r: random.Random, out: list) -> None:
     if r.random() < 0.2:
         meta["empty"] = {}
         meta["list_of_nulls"] = [None]
+    if loose:
+        _loosen(r, meta)
     out.append(("metadata", meta))
+
+
+def _loosen(r: random.Random, meta: dict[str, Any]) -> None:
+    """Type the metadata as loosely as Segment traits often are: every value still fits
+    `metadata_rules.TYPED_SCHEMA` after a lossless conversion, none before it."""
+    if r.random() < 0.6:
+        meta["points"] = str(meta["points"])  # "34" for a number
+    if r.random() < 0.6:
+        meta["opt_in"] = "true" if meta["opt_in"] else "false"
+    moment = _EPOCH_2018 + r.randrange(_FIVE_YEARS)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+    meta["signup_date"] = r.choice((stamp + "Z", stamp + ".250+02:00", stamp[:10]))
+    meta["last_seen_at"] = r.choice((stamp, stamp.replace("T", " "), stamp + "Z", stamp + "-05:00"))
+    interests = r.sample(("running", "books", "coffee", "travel", "kawa ☕"), r.randint(1, 3))
+    meta["interests"] = interests[0] if r.random() < 0.5 else interests
+    store = r.randrange(1000, 10000)
+    meta["store_id"] = store if r.random() < 0.5 else str(store)
+    meta["retired_key"] = "anything"  # its definition is deleted: not checked
 
 
 # -- custom traits --------------------------------------------------------------------------

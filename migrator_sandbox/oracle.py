@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from migrator_sandbox.metadata_rules import comparable, conform, metadata_problems
+
 if TYPE_CHECKING:
     from migrator_sandbox.state import Sandbox
 
@@ -235,8 +237,12 @@ def expected_customer(
     external_ids: Iterable[dict[str, Any]],
     identifier: str = "user_id",
     metadata_mode: str = "metadata",
+    schema: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The customer docs/mapping.md asks for; None when the profile has no identifier.
+
+    With a metadata ``schema``, defined keys hold their loose values converted to the
+    schema's types (date-times as aware datetimes: see ``metadata_rules.conform``).
 
     ``segment_id`` only names the profile in warnings in the real mapping; the oracle
     takes it to keep the same signature.
@@ -253,7 +259,7 @@ def expected_customer(
         "description": string_value(traits.get("description")),
         "birthdate": birthdate_of(traits),
         "address": address_of(traits),
-        "metadata": metadata_of(traits, metadata_mode),
+        "metadata": conform(metadata_of(traits, metadata_mode), schema or {}),
     }
     return {key: values[key] for key in FIELD_ORDER if values[key] is not None}
 
@@ -272,6 +278,8 @@ class Verification:
     #: (source_id, segment_id, owner_segment_id) of every profile that is not its
     #: source_id's owner, sorted: what duplicate-identifiers.csv must list.
     duplicates: list[tuple[str, str, str]] = field(default_factory=list)
+    #: source_ids whose stored metadata the schema would reject (a value of another type)
+    off_schema: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -280,6 +288,7 @@ class Verification:
             and not self.missing
             and not self.wrong
             and not self.unexpected
+            and not self.off_schema
         )
 
     def summary(self) -> str:
@@ -287,7 +296,7 @@ class Verification:
             f"expected={self.expected} arrived={self.arrived} correct={self.correct} "
             f"missing={len(self.missing)} wrong={len(self.wrong)} "
             f"unexpected={len(self.unexpected)} no_identifier={len(self.no_identifier)} "
-            f"duplicates={len(self.duplicates)}"
+            f"duplicates={len(self.duplicates)} off_schema={len(self.off_schema)}"
         )
 
 
@@ -311,9 +320,15 @@ def stored_view(customer: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+def differences(
+    stored: dict[str, Any],
+    expected: dict[str, Any],
+    schema: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
     """Fields where a stored customer differs from the expected one, nulls as cleared."""
     actual = stored_view(stored)
+    if schema and "metadata" in actual:
+        actual["metadata"] = comparable(actual["metadata"], schema)
     keys = [*expected, *(k for k in actual if k not in expected)]
     return [key for key in keys if actual.get(key, _ABSENT) != expected.get(key, _ABSENT)]
 
@@ -328,6 +343,7 @@ def verify(
     """
     result = Verification()
     stored = sandbox.customers
+    schema = sandbox.settings.schema
     # source_id -> (owner key, outcome): None = missing, else the differing fields.
     best: dict[str, tuple[tuple[datetime, str], tuple[str, ...] | None]] = {}
     members: dict[str, list[str]] = {}
@@ -345,10 +361,12 @@ def verify(
             group.append(segment_id)
             if previous[0] <= key:
                 continue
-        expected = expected_customer(segment_id, traits, external_ids, identifier, metadata_mode)
+        expected = expected_customer(
+            segment_id, traits, external_ids, identifier, metadata_mode, schema
+        )
         assert expected is not None and expected["source_id"] == source_id
         actual = stored.get(source_id)
-        outcome = None if actual is None else tuple(differences(actual, expected))
+        outcome = None if actual is None else tuple(differences(actual, expected, schema))
         best[source_id] = (key, outcome)
     for source_id, (_, outcome) in best.items():
         result.expected += 1
@@ -364,6 +382,16 @@ def verify(
         result.duplicates.extend((source_id, sid, owner) for sid in group if sid != owner)
     result.duplicates.sort()
     result.unexpected = [sid for sid in stored if sid not in best]
+    result.off_schema = sorted(
+        sid
+        for sid, customer in stored.items()
+        if metadata_problems(
+            customer.get("metadata"),
+            schema,
+            creating=False,
+            allow_defined_only=sandbox.settings.allow_defined_only,
+        )
+    )
     return result
 
 

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
+from migrator_sandbox.metadata_rules import TYPED_SCHEMA
+
 FAULT_SHARES = (
     "fault_429_burst",
     "fault_5xx",
@@ -51,12 +53,22 @@ class SandboxSettings:
     fault_customer_error_sticky: bool = False
     allow_defined_only: bool = False
     metadata_schema: dict[str, dict] = field(default_factory=dict)
+    typed_schema: bool = False
+    loose_metadata: bool = False
     long_tail: float = 0.05
     no_identifier: float = 0.08
     shared_identifier: float = 0.0
     merge_objects: bool = False
     record_bodies: bool = False
     hang_cap_s: float = 120.0
+
+    @property
+    def schema(self) -> dict[str, dict]:
+        """The customer metadata schema Voucherify applies: the one given, else the typed
+        one when ``typed_schema`` is on, else none."""
+        if self.metadata_schema:
+            return self.metadata_schema
+        return TYPED_SCHEMA if self.typed_schema else {}
 
     def __post_init__(self) -> None:
         # Fail at construction, not mid-benchmark, on knobs that cannot be honoured.
@@ -102,6 +114,16 @@ KNOB_HELP = {
     "fault_customer_error": "share of customers rejected in an async action's result",
     "fault_customer_error_sticky": "a rejected customer is rejected again on every retry",
     "allow_defined_only": "the customer metadata schema rejects undefined keys",
+    "typed_schema": (
+        "Voucherify defines a typed customer metadata schema (number, boolean, date, "
+        "datetime, string array, eq and length constraints; --metadata-schema overrides it) "
+        "and rejects every customer whose metadata does not fit it"
+    ),
+    "loose_metadata": (
+        "the metadata trait holds loosely typed values, as Segment traits often do: "
+        '"34" for a number, "true" for a boolean, date-times for dates, naive date-times, '
+        "a lone string for an array"
+    ),
     "long_tail": "share of profiles with 201-300 traits and the identifier on a later page",
     "no_identifier": "share of profiles without the user_id identifier",
     "shared_identifier": (

@@ -63,6 +63,8 @@ class SandboxStats:
     actions_failed: int = 0
     customers_written: int = 0
     customer_errors: int = 0
+    #: customers rejected by the metadata schema (a type, a constraint, a required key)
+    metadata_rejections: int = 0
     faults_injected: Counter[str] = field(default_factory=Counter)
 
     def segment_throughput(self) -> float:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from migrator_sandbox.faults import FaultInjector
+from migrator_sandbox.metadata_rules import metadata_problems
 from migrator_sandbox.settings import SandboxSettings
 
 if TYPE_CHECKING:  # state imports this module
@@ -75,13 +76,6 @@ def item_source_id(item: Any) -> str:
     if isinstance(item, dict) and isinstance(item.get("source_id"), str):
         return item["source_id"]
     return ""
-
-
-def undefined_metadata_keys(item: dict[str, Any], schema: dict[str, dict]) -> list[str]:
-    metadata = item.get("metadata")
-    if not isinstance(metadata, dict):
-        return []
-    return [key for key in metadata if key not in schema]
 
 
 # -- stored customers and async actions -----------------------------------------------------
@@ -322,11 +316,16 @@ class ActionQueue:
 
         if problem is not None:
             return error("invalid_customer", "Invalid customer", problem)
-        if self.settings.allow_defined_only:
-            undefined = undefined_metadata_keys(item, self.settings.metadata_schema)
-            if undefined:
-                details = "Metadata keys not defined in the schema: " + ", ".join(undefined)
-                return error("metadata_validation_failed", "Metadata validation failed", details)
+        invalid = metadata_problems(
+            item.get("metadata"),
+            self.settings.schema,
+            creating=source_id not in self.store.customers,
+            allow_defined_only=self.settings.allow_defined_only,
+        )
+        if invalid:
+            self._stats().metadata_rejections += 1
+            details = "Metadata validation failed: " + "; ".join(invalid)
+            return error("metadata_validation_failed", "Metadata validation failed", details)
         if self.faults.customer_fails(source_id):
             self._stats().faults_injected["customer_error"] += 1
             return error(

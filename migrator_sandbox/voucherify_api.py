@@ -137,7 +137,7 @@ async def metadata_schema(request: web.Request) -> web.Response:
     settings = request.app[SANDBOX_KEY].settings
     properties = {
         key: {"type": "string", "array": False, "optional": True, **spec}
-        for key, spec in settings.metadata_schema.items()
+        for key, spec in settings.schema.items()
     }
     return json_response(
         {

@@ -27,6 +27,7 @@ from migrator.exceptions import ConfigError
 from migrator.sources import profiles_sync_sql as views_sql
 from migrator.sources.profiles_sync import engine_url
 from migrator_sandbox.generator import GeneratedProfile
+from migrator_sandbox.metadata_rules import comparable
 from migrator_sandbox.oracle import expected_customer
 
 #: When the newest rows were loaded. Profiles are spread over the `SYNC_HOURS` hourly syncs
@@ -319,15 +320,19 @@ def verify_warehouse(
     identifier: str = "user_id",
     metadata_mode: str = "metadata",
     kept: Iterable[str] = (),
+    metadata_schema: dict[str, dict[str, Any]] | None = None,
 ) -> WarehouseCheck:
     """Compare what Voucherify holds with the expected customer of every profile in the
-    views. `kept`: source_ids a run listed in merged-profiles.csv (kept, not expected)."""
+    views. `kept`: source_ids a run listed in merged-profiles.csv (kept, not expected);
+    `metadata_schema`: the typed schema Voucherify applied (values compared as typed)."""
     check = WarehouseCheck()
     # One owner per source_id: the profile that got it first (received_at), then the
     # smallest segment_id; the others are duplicates, not expected in Voucherify.
     owners: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
     for segment_id, (traits, ids) in expected_profiles(engine, schema, identifier).items():
-        expected = expected_customer(segment_id, traits, ids, identifier, metadata_mode)
+        expected = expected_customer(
+            segment_id, traits, ids, identifier, metadata_mode, metadata_schema
+        )
         if expected is None:
             check.no_identifier.add(segment_id)
             continue
@@ -342,7 +347,7 @@ def verify_warehouse(
         stored = customers.get(source_id)
         if stored is None:
             check.missing.append(source_id)
-        elif _without_nulls(stored) != expected:
+        elif _without_nulls(stored, metadata_schema or {}) != expected:
             check.wrong.append(source_id)
         else:
             check.correct += 1
@@ -350,8 +355,10 @@ def verify_warehouse(
     return check
 
 
-def _without_nulls(customer: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored null is a cleared value: absent."""
+def _without_nulls(
+    customer: Mapping[str, Any], metadata_schema: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """A stored null is a cleared value: absent. Typed date-times compare as instants."""
     out: dict[str, Any] = {}
     for key, value in customer.items():
         if value is None:
@@ -360,5 +367,7 @@ def _without_nulls(customer: Mapping[str, Any]) -> dict[str, Any]:
             value = {k: v for k, v in value.items() if v is not None}
             if not value:
                 continue
+            if key == "metadata":
+                value = comparable(value, metadata_schema)
         out[key] = value
     return out
