@@ -261,6 +261,45 @@ def test_the_stored_identifier_and_source_fill_in_what_the_environment_leaves_un
     )
 
 
+def test_the_mapping_file_is_stored_and_a_plain_run_keeps_using_it(
+    make_sandbox: Any, tmp_path: Path
+) -> None:
+    """A cron line without --mapping goes on with the stored file; another file is refused."""
+    sb = make_sandbox(profiles=60)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    made = cli(["mapping", "init", str(tmp_path / "m.toml")], cwd=tmp_path, env=child_env(sb))
+    assert made.returncode == 0, made.stderr
+    text = (tmp_path / "m.toml").read_text(encoding="utf-8")
+    (tmp_path / "other.toml").write_text(text, encoding="utf-8")
+    first = cli(
+        ["run", "--no-input", "--mapping", "m.toml", "--out-dir", str(out)],
+        cwd=tmp_path,
+        env=child_env(sb),
+    )
+    assert first.returncode == 0, first.stderr
+    stored = stored_options(out)
+    assert stored is not None and stored["mapping"] == str(tmp_path / "m.toml")
+
+    report = tmp_path / "report.json"
+    plain = cli(
+        ["run", "--no-input", "--out-dir", str(out), "--report", str(report)],
+        cwd=elsewhere,  # the stored path is absolute
+        env=child_env(sb),
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert report_of(report)["options"]["mapping"] == str(tmp_path / "m.toml")
+    assert report_of(report)["counts"]["customers_sent"] == 0
+
+    other = cli(
+        ["run", "--no-input", "--mapping", "other.toml", "--out-dir", str(out)],
+        cwd=tmp_path,
+        env=child_env(sb),
+    )
+    assert other.returncode == 2, other.stderr
+    assert "--mapping" in other.stderr and "--restart" in other.stderr
+
+
 # -- 3. retry-failed resends in the stored shape -----------------------------------------------
 
 
