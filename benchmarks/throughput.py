@@ -380,6 +380,7 @@ class Result:
     segment_requests: int = 0
     calls_per_profile: float = 0.0
     segment_429: int = 0
+    segment_429_first_second: int = 0
     voucherify_429: int = 0
     peak_rss_mb: float = 0.0
     cpu_seconds: float = 0.0
@@ -484,6 +485,8 @@ def _measure(
     result.samples = run.samples
     result.segment_requests = int(stats["segment_requests"])
     result.segment_429 = int(stats["segment_429"])
+    by_second = stats.get("segment_429_by_second") or {}
+    result.segment_429_first_second = int(by_second.get("0", by_second.get(0, 0)))
     result.voucherify_429 = int(stats["voucherify_429"])
     result.bulk = int(stats["bulk_requests"])
     result.polls = _polls(stats)
@@ -516,6 +519,10 @@ def _measure(
     if scenario.target_pct is not None and (result.pct_of_ceiling or 0) < scenario.target_pct:
         result.problems.append(
             f"{result.pct_of_ceiling:.1f}% of the ceiling < {scenario.target_pct:.0f}%"
+        )
+    if scenario.segment_rate > 0 and result.segment_429_first_second:
+        result.problems.append(  # issue 14.8: a run starts without a burst
+            f"{result.segment_429_first_second} Segment 429s in the first second"
         )
     if scenario.max_429_share is not None:
         share = result.segment_429 / max(1, result.segment_requests)
@@ -579,6 +586,7 @@ COLUMNS = (
     "% of ceiling",
     "calls/profile",
     "Segment 429",
+    "429 in 1st s",
     "Voucherify 429",
     "writes/budget",
     "peak RSS MB",
@@ -602,6 +610,7 @@ def _row(r: Result) -> list[str]:
         f"{r.pct_of_ceiling:.1f}%" if r.pct_of_ceiling is not None else "-",
         f"{r.calls_per_profile:.3f}",
         f"{r.segment_429} ({100 * r.segment_429 / max(1, r.segment_requests):.2f}%)",
+        str(r.segment_429_first_second),
         str(r.voucherify_429),
         f"{100 * r.write_share:.1f}%" if r.write_share is not None else "-",
         f"{r.peak_rss_mb:.1f}",

@@ -161,7 +161,11 @@ async def _call(handler: Handler, request: web.Request, segment: bool) -> web.St
 
 def _too_many(request: web.Request, sandbox: Sandbox, segment: bool) -> web.Response:
     if segment:
-        sandbox.stats.segment_429 += 1
+        stats = sandbox.stats
+        stats.segment_429 += 1
+        first = stats.segment_first_request_at
+        if first is not None:
+            stats.segment_429_by_second[int(time.time() - first)] += 1
         response = segment_error(429, "rate_limit_error", "Too many requests, retry later")
         response.headers["Retry-After"] = "1"
         return response

@@ -38,6 +38,9 @@ class SandboxStats:
 
     segment_requests: int = 0
     segment_429: int = 0
+    #: Segment 429s by whole seconds since the first Segment request ("0": the first
+    #: second, where a client's start burst shows)
+    segment_429_by_second: Counter[int] = field(default_factory=Counter)
     segment_rate_limited: int = 0
     segment_first_request_at: float | None = None
     segment_last_request_at: float | None = None
