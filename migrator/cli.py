@@ -58,7 +58,8 @@ def run(
         str | None,
         typer.Option(
             "--offset",
-            help="Start at this Segment list cursor (overrides the checkpoint).",
+            help="Start at this position (a Segment list cursor, or a Profiles Sync position "
+            "from a resume command); overrides the checkpoint.",
             metavar="CURSOR",
         ),
     ] = None,
@@ -97,8 +98,8 @@ def run(
 ) -> None:
     """Migrate every profile (resuming from the checkpoint, sending only what changed).
 
-    The options that shape the customers (--source, --metadata, the identifier) are stored
-    in --out-dir: a plain `migrator run` resumes with them; other ones need --restart or
+    The options that shape the customers (--source, --metadata, --mapping, the identifier)
+    are stored in --out-dir: a plain `migrator run` resumes with them; other ones need --restart or
     --full.
     """
     title = "migrator dry run" if dry_run else "migrator run"
