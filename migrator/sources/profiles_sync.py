@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Self
 
-from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy import Connection, Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -39,13 +39,22 @@ PAGE_SIZE = 2000
 BOOLEANS = {"true": True, "false": False}
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+#: JSON as RFC 8259 has it: `NaN` and `Infinity` are not JSON, as Postgres, which decodes
+#: the values itself on the fast path (`sql.traits_json_of`), says too.
+_JSON = json.JSONDecoder(parse_constant=_not_json)
+
+
 def decode(value: str | None) -> Any:
     """A trait value as stored in `user_traits.value`, decoded per the module's rule."""
     if value is None:
         return None
     if value[:1] in ("{", "[") and value[-1:] in ("}", "]"):
         try:
-            return json.loads(value)
+            return _JSON.decode(value)
         except ValueError:
             return value
     return BOOLEANS.get(value, value)
@@ -80,7 +89,7 @@ class ProfilesSyncSource:
         self._url = url
         self._schema = schema
         self._identifier = identifier
-        self._traits = None if traits is None else tuple(traits)
+        self._traits_wanted = None if traits is None else tuple(traits)
         self._since = (
             None
             if full or watermark is None
@@ -90,6 +99,8 @@ class ProfilesSyncSource:
         self._secrets = tuple(s for s in secrets if s)
         self._views = sql.views(schema)
         self._engine: Engine | None = None
+        #: Whether the database decodes the traits (`sql.traits_json_of`): Postgres 16+.
+        self._json_traits = False
         self._watermark: datetime | None = None
         self._window: datetime | None = self._since
 
@@ -116,6 +127,10 @@ class ProfilesSyncSource:
             with self._engine.connect() as conn:
                 self._check_views(conn)
                 self._watermark = conn.execute(sql.watermark(self._views)).scalar()
+                dialect = conn.dialect
+                self._json_traits = dialect.name == "postgresql" and (
+                    dialect.server_version_info or (0,)
+                ) >= (16,)
         except ConfigError:
             raise
         except SQLAlchemyError as exc:
@@ -181,7 +196,7 @@ class ProfilesSyncSource:
                 found: set[str] = set()
                 params = {"after": after, "since": since}
                 for query in sql.profile_ids(v, since=since is not None, limit=self._page_size):
-                    found.update(r[0] for r in conn.execute(query, params))
+                    found.update(conn.execute(query, params).scalars().all())
                 ids = sorted(found)[: self._page_size]
                 if not ids:
                     return [], ()
@@ -189,20 +204,83 @@ class ProfilesSyncSource:
                 ranged = since is None
                 page: dict[str, Any] = {"type": self._identifier}
                 page.update({"after": after, "last": ids[-1]} if ranged else {"ids": ids})
-                traits = conn.execute(sql.traits_of(v, self._traits, ranged=ranged), page)
+                traits = self._traits(conn, ids, page, ranged)
                 idents = conn.execute(sql.identifiers_of(v, ranged=ranged), page)
-                return ids, self._profiles(ids, traits.all(), idents.all())
+                return ids, self._profiles(ids, traits, idents.all())
         except DBAPIError as exc:
             raise SourceUnavailable(f"profiles-sync: {self._scrub(exc)}") from None
 
-    def _profiles(self, ids: list[str], traits: Any, idents: Any) -> tuple[Profile, ...]:
+    def _traits(
+        self, conn: Connection, ids: list[str], page: dict[str, Any], ranged: bool
+    ) -> dict[str, dict[str, Any]]:
+        """The decoded traits of a page's profiles, by id ({} for a profile without any).
+
+        Read without ORDER BY (see `sql.traits_of`): a profile with a name in several rows,
+        the rare case where their order decides, is read again in order.
+        """
         by_id: dict[str, dict[str, Any]] = {i: {} for i in ids}
-        for segment_id, name, value in traits:
+        if self._json_traits:
+            again = self._decoded_by_the_database(conn, page, ranged, by_id)
+        else:
+            again = self._decoded_here(conn, page, ranged, by_id)
+        if again:
+            ordered = sql.traits_in_order(self._views, self._traits_wanted)
+            self._apply_in_order(by_id, conn.execute(ordered, {"ids": again}).all())
+        return by_id
+
+    def _decoded_by_the_database(
+        self, conn: Connection, page: dict[str, Any], ranged: bool, by_id: dict[str, Any]
+    ) -> list[str]:
+        """Fill `by_id` from `sql.traits_json_of`; returns the ids to read again in order."""
+        again = []
+        query = sql.traits_json_of(self._views, self._traits_wanted, ranged=ranged)
+        for segment_id, text, rows in conn.execute(query, page).all():
+            traits = json.loads(text or "{}")
+            if len(traits) < rows:
+                again.append(segment_id)  # a name in several rows: the last one kept is any
+            elif None in traits.values():  # a trait set to null: it has no value
+                by_id[segment_id] = {k: v for k, v in traits.items() if v is not None}
+            else:
+                by_id[segment_id] = traits
+        return again
+
+    def _decoded_here(
+        self, conn: Connection, page: dict[str, Any], ranged: bool, by_id: dict[str, Any]
+    ) -> list[str]:
+        """Fill `by_id` from `sql.traits_of`'s rows; returns the ids to read again in order."""
+        raw: dict[str, dict[str, str | None]] = {i: {} for i in by_id}
+        seen_twice: set[str] = set()
+        query = sql.traits_of(self._views, self._traits_wanted, ranged=ranged)
+        for segment_id, name, value in conn.execute(query, page).all():
+            stored = raw[segment_id]
+            if name in stored:
+                seen_twice.add(segment_id)
+            stored[name] = value
+        for segment_id, stored in raw.items():
+            if segment_id not in seen_twice:
+                by_id[segment_id] = {
+                    name: decoded
+                    for name, value in stored.items()
+                    if (decoded := decode(value)) is not None
+                }
+        return sorted(seen_twice)
+
+    @staticmethod
+    def _apply_in_order(by_id: dict[str, dict[str, Any]], rows: Any) -> None:
+        """Rows oldest first: the latest row of a trait wins; a null one removes it."""
+        fresh: dict[str, dict[str, Any]] = {}
+        for segment_id, name, value in rows:
+            traits = fresh.setdefault(segment_id, {})
             decoded = decode(value)
             if decoded is None:
-                by_id[segment_id].pop(name, None)
+                traits.pop(name, None)
             else:
-                by_id[segment_id][name] = decoded  # rows come oldest first: the latest wins
+                traits[name] = decoded
+        by_id.update(fresh)
+
+    def _profiles(
+        self, ids: list[str], by_id: dict[str, dict[str, Any]], idents: Any
+    ) -> tuple[Profile, ...]:
         first: dict[str, tuple[Any, ...]] = {}
         for segment_id, value, seq, received_at in idents:
             if value is None:
@@ -233,14 +311,16 @@ class ProfilesSyncSource:
             try:
                 with self._engine.connect() as conn:
                     one = {"ids": [segment_id], "type": self._identifier}
-                    traits = conn.execute(sql.traits_of(v, self._traits, ranged=False), one)
-                    idents = conn.execute(sql.identifiers_of(v, ranged=False), one)
-                    trait_rows, ident_rows = list(traits), list(idents)
+                    by_id: dict[str, dict[str, Any]] = {segment_id: {}}
+                    traits = conn.execute(sql.traits_in_order(v, self._traits_wanted), one)
+                    trait_rows = traits.all()
+                    self._apply_in_order(by_id, trait_rows)
+                    ident_rows = conn.execute(sql.identifiers_of(v, ranged=False), one).all()
             except DBAPIError as exc:
                 raise SourceUnavailable(f"profiles-sync: {self._scrub(exc)}") from None
             if not trait_rows and not ident_rows:
                 return None
-            return self._profiles([segment_id], trait_rows, ident_rows)[0]
+            return self._profiles([segment_id], by_id, ident_rows)[0]
 
         found = await asyncio.to_thread(one)
         if found is None:

@@ -2,7 +2,9 @@
 
 Written once for every warehouse Profiles Sync supports (Postgres, Snowflake, BigQuery,
 Redshift, Databricks): plain SELECTs, DISTINCT, IN, ORDER BY, LIMIT and MAX, nothing
-dialect-specific. The three views are Segment's materialized views (docs/contracts.md):
+dialect-specific. One exception, `traits_json_of`, is a faster form of `traits_of` for
+Postgres 16 and later; every other warehouse (and an older Postgres) reads the portable
+rows. The three views are Segment's materialized views (docs/contracts.md):
 
     user_traits(canonical_segment_id, name, value, seq, received_at, uuid_ts, timestamp)
     user_identifiers(canonical_segment_id, type, value, seq, received_at, uuid_ts, timestamp)
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     ColumnElement,
@@ -26,7 +29,11 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
+    cast,
     func,
+    literal,
+    or_,
     select,
     union,
 )
@@ -128,18 +135,67 @@ def _of_page(column: Column[str], ranged: bool) -> ColumnElement[bool]:
     return column.in_(bindparam("ids", expanding=True))
 
 
+def _trait_rows(v: Views, names: Sequence[str] | None) -> Select[str, str, str | None]:
+    t = v.traits
+    query = select(t.c.canonical_segment_id, t.c.name, t.c.value)
+    if names is not None:
+        query = query.where(t.c.name.in_(list(names)))
+    return query
+
+
 def traits_of(
     v: Views, names: Sequence[str] | None, *, ranged: bool
 ) -> Select[str, str, str | None]:
-    """Every trait row of a page's profiles; the latest row of a trait last (by seq, then
+    """Every trait row of a page's profiles, in no order.
+
+    No ORDER BY: sorting a page's rows by (seq, received_at) was most of the server's work
+    (Postgres, 2,000 profiles of all traits: 80 ms sorted, 12 ms not). A trait has one row
+    almost always; the reader spots a name seen twice and reads those few profiles again
+    with `traits_in_order`.
+    """
+    return _trait_rows(v, names).where(_of_page(v.traits.c.canonical_segment_id, ranged))
+
+
+def traits_in_order(v: Views, names: Sequence[str] | None) -> Select[str, str, str | None]:
+    """The trait rows of the profiles `:ids`, the latest row of a trait last (by seq, then
     received_at), so that it wins when read in order."""
     t = v.traits
-    query = select(t.c.canonical_segment_id, t.c.name, t.c.value).where(
-        _of_page(t.c.canonical_segment_id, ranged)
+    query = _trait_rows(v, names).where(_of_page(t.c.canonical_segment_id, ranged=False))
+    return query.order_by(t.c.seq, t.c.received_at)
+
+
+def traits_json_of(
+    v: Views, names: Sequence[str] | None, *, ranged: bool
+) -> Select[str, str | None, int]:
+    """Postgres 16 and later: one row per profile, `(id, traits, rows)`, where `traits` is
+    the text of a JSON object of the profile's decoded traits and `rows` its trait rows.
+
+    The database applies the decoding rule (an object or array that parses is JSON,
+    `true`/`false` booleans, everything else text; `pg_input_is_valid` is what needs 16),
+    so the reader parses one JSON text per profile instead of handling ~7-26 rows and
+    decoding each value in Python: measured on 100,000 profiles, 0.6 s of client CPU
+    against 1.1 s for the rows. Several rows for one name (or a NULL value) show as
+    fewer keys than `rows`, or a null: the reader reads those profiles again in order.
+    """
+    t = v.traits
+    value = t.c.value
+    jsonish = and_(
+        func.left(value, 1).in_(["{", "["]),
+        func.right(value, 1).in_(["}", "]"]),
+        func.pg_input_is_valid(value, literal("json")),
     )
+    decoded = case(
+        (or_(value == "true", value == "false", jsonish), cast(value, JSON)),
+        else_=func.to_json(value),
+    )
+    query = select(
+        t.c.canonical_segment_id,
+        cast(func.json_object_agg(t.c.name, decoded), Text),
+        func.count(),
+    ).where(_of_page(t.c.canonical_segment_id, ranged), t.c.name.is_not(None))
     if names is not None:
         query = query.where(t.c.name.in_(list(names)))
-    return query.order_by(t.c.seq, t.c.received_at)
+    return query.group_by(t.c.canonical_segment_id)
 
 
 def identifiers_of(v: Views, *, ranged: bool) -> Select[str, str, int | None, datetime | None]:
