@@ -15,7 +15,6 @@ resume position).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -28,8 +27,10 @@ from migrator.checkpoint import Checkpointer, PageTracker, TrackedPage
 from migrator.config import RunOptions
 from migrator.identity import seen_key
 from migrator.ledger import Ledger, follow_sent
+from migrator.logs import keeps_details
 from migrator.mapping import Mapped, map_profile
 from migrator.outcome import Counts, RunStopped, stop_cause
+from migrator.outputs import compact_json
 from migrator.schema import MetadataSchema, SchemaReport, apply_schema
 from migrator.sources import Page, Profile, ProfileUnreadable, Source
 from migrator.state import StateStore
@@ -80,6 +81,7 @@ class Pipeline:
         self.schema: MetadataSchema | None = None
         self.schema_report = SchemaReport()
         self.dropped: Counter[str] = Counter()
+        self._details = keeps_details(log)  # per-profile lines: only if shown somewhere
 
     async def run(self) -> Counts:
         """Migrate every page from the checkpoint on; raises `RunStopped` if it cannot go on."""
@@ -232,7 +234,7 @@ class Pipeline:
         if payload is None:
             self.tracker.settle(page)
             return
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        body = compact_json(payload).encode()
         item = Item(page, segment_id, source_id, payload, body, prints)
         if not fits_alone(body):
             self._failed(item, "customer is larger than the 10 MB bulk limit")
@@ -255,12 +257,14 @@ class Pipeline:
         """The profile's customer, if it has one and owns its source_id; otherwise the
         profile is accounted for here (ledger, no-identifier or duplicate list)."""
         segment_id = profile.segment_id
-        for warning in mapped.warnings:
-            self.counts.warnings += 1
-            log.info(warning)
+        self.counts.warnings += len(mapped.warnings)
         for field in mapped.dropped:
             self.dropped[field] += 1
-            log.info("%s dropped for %s: a type or format it cannot take", field, segment_id)
+        if self._details:
+            for warning in mapped.warnings:
+                log.info(warning)
+            for field in mapped.dropped:
+                log.info("%s dropped for %s: a type or format it cannot take", field, segment_id)
         customer = mapped.customer
         if mapped.refused is not None:
             self.ledger.failed(segment_id, mapped.source_id, mapped.refused, None)
