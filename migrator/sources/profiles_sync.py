@@ -234,8 +234,7 @@ class ProfilesSyncSource:
         """Fill `by_id` from `sql.traits_json_of`; returns the ids to read again in order."""
         again = []
         query = sql.traits_json_of(self._views, self._traits_wanted, ranged=ranged)
-        for segment_id, text, rows in conn.execute(query, page).all():
-            traits = json.loads(text or "{}")
+        for segment_id, traits, rows in json.loads(conn.execute(query, page).scalar() or "[]"):
             if len(traits) < rows:
                 again.append(segment_id)  # a name in several rows: the last one kept is any
             elif None in traits.values():  # a trait set to null: it has no value
