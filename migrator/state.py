@@ -117,9 +117,12 @@ class StateStore(ListsMixin):
             self._db.executescript(SCHEMA)
             self._migrate()
             self._db.commit()
-            self._no_identifier_listed = bool(
-                self._db.execute("SELECT EXISTS (SELECT 1 FROM no_identifier)").fetchone()[0]
-            )
+            self._listed = {
+                table: bool(
+                    self._db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]
+                )
+                for table in ("no_identifier", "duplicates", "customers")
+            }
         except sqlite3.DatabaseError as exc:
             raise StateDamaged(self.path, exc) from None
 
@@ -266,13 +269,15 @@ class StateStore(ListsMixin):
         what was prefetched before."""
         self._prefetch_lists(segment_ids, source_ids)
         written: dict[str, tuple[str, dict[str, str]] | None] = dict.fromkeys(source_ids)
+        self._prefetched.written = written
+        if not self._listed["customers"]:
+            return  # nothing written yet (a first backfill, or any dry run of one)
         for source_id, segment_id, prints in self._db.execute(
             f"SELECT source_id, segment_id, fingerprints FROM customers WHERE source_id IN "
             f"{IN_JSON}",
             (json.dumps(list(source_ids)),),
         ):
             written[source_id] = (segment_id, json.loads(prints))
-        self._prefetched.written = written
 
     def written(self, source_id: str) -> tuple[str, dict[str, str]] | None:
         """`(segment_id, fingerprints)` of what was last confirmed for this customer."""
@@ -305,6 +310,7 @@ class StateStore(ListsMixin):
     def confirm(self, rows: list[tuple[str, str, dict[str, str]]], run_id: int) -> None:
         """Remember `(source_id, segment_id, fingerprints)` as written; clear their failures."""
         now = time.time()
+        self._listed["customers"] = True
         for source_id, _, _ in rows:
             self._prefetched.written.pop(source_id, None)  # read afresh when asked
         self._db.executemany(

@@ -61,8 +61,9 @@ class ListsMixin:
     """Part of `StateStore` (which owns the connection and the schema)."""
 
     _db: sqlite3.Connection
-    _no_identifier_listed: bool
     _prefetched: Prefetched
+    #: Whether a table may hold rows (False: known empty, nothing to look up or delete).
+    _listed: dict[str, bool]
 
     def _prefetch_lists(self, segment_ids: Collection[str], source_ids: Collection[str]) -> None:
         found = self._prefetched
@@ -74,20 +75,15 @@ class ListsMixin:
             found.owners[source_id] = (segment_id, seen)
         found.segments = frozenset(segment_ids)
         keys = (json.dumps(list(segment_ids)),)
-        found.duplicates = {
-            r[0]
-            for r in self._db.execute(
-                f"SELECT segment_id FROM duplicates WHERE segment_id IN {IN_JSON}", keys
-            )
-        }
-        found.no_identifier = set()
-        if self._no_identifier_listed:
-            found.no_identifier = {
-                r[0]
-                for r in self._db.execute(
-                    f"SELECT segment_id FROM no_identifier WHERE segment_id IN {IN_JSON}", keys
-                )
-            }
+        found.duplicates, found.no_identifier = set(), set()
+        if self._listed["duplicates"]:  # an empty list (the usual case): no query
+            found.duplicates = self._listed_of("duplicates", keys)
+        if self._listed["no_identifier"]:
+            found.no_identifier = self._listed_of("no_identifier", keys)
+
+    def _listed_of(self, table: str, keys: tuple[str]) -> set[str]:
+        query = f"SELECT segment_id FROM {table} WHERE segment_id IN {IN_JSON}"
+        return {r[0] for r in self._db.execute(query, keys)}
 
     def _owner(self, source_id: str) -> tuple[str, str] | None:
         owners = self._prefetched.owners
@@ -168,6 +164,7 @@ class ListsMixin:
 
     def _add_duplicate(self, segment_id: str, source_id: str, owner: str, run_id: int) -> None:
         self._prefetched.duplicates.add(segment_id)
+        self._listed["duplicates"] = True
         self._db.execute(
             "INSERT INTO duplicates (segment_id, source_id, owner_segment_id, run_id) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (segment_id) DO UPDATE SET "
@@ -217,13 +214,13 @@ class ListsMixin:
             "INSERT OR IGNORE INTO no_identifier (segment_id, run_id, seen_at) VALUES (?, ?, ?)",
             (segment_id, run_id, time.time()),
         )
-        self._no_identifier_listed = True
+        self._listed["no_identifier"] = True
         self._prefetched.no_identifier.add(segment_id)
         return cur.rowcount == 1
 
     def remove_no_identifier(self, segment_id: str) -> bool:
         found = self._prefetched
-        if not self._no_identifier_listed or found.absent(found.no_identifier, segment_id):
+        if not self._listed["no_identifier"] or found.absent(found.no_identifier, segment_id):
             return False  # not listed: no statement per profile
         cur = self._db.execute("DELETE FROM no_identifier WHERE segment_id = ?", (segment_id,))
         found.no_identifier.discard(segment_id)
