@@ -29,7 +29,8 @@ from migrator.outputs import MERGED_FILE
 from migrator.result import RunResult
 from migrator.runner import run_migration
 from migrator.sources import profiles_sync_sql as sql
-from migrator.sources.profiles_sync import ProfilesSyncSource, decode
+from migrator.sources.profiles_sync import ProfilesSyncSource
+from migrator.sources.profiles_sync_decode import decode
 from migrator_sandbox.generator import ProfileGenerator
 from migrator_sandbox.server import ThreadedSandbox
 from migrator_sandbox.warehouse import (
@@ -406,6 +407,47 @@ def test_the_database_decodes_values_as_decode_does(warehouse: Warehouse) -> Non
     assert expected["t16"] == "[NaN]"  # NaN is not JSON: text, as Postgres has it
 
 
+def test_the_first_identifier_is_the_same_whoever_picks_it(warehouse: Warehouse) -> None:
+    """On Postgres 16 a backfill page picks each profile's first identifier in SQL; it must
+    be the one the rows path picks: earliest received_at (unknown last), then seq, then
+    value in code point order. (Its created_at is the database's ISO text: the instant
+    is what counts.)"""
+    from migrator.mapping import _instant_key
+
+    ids = _profile_ids(warehouse.engine)
+    cases = {  # profile -> extra user_id rows: (value, seq, hours after its first, or None)
+        ids[1]: [("aaa-earlier", 0, -5)],  # received earlier: wins
+        ids[2]: [("zzz-same-time", 0, 0), ("Zed-same-time", 0, 0)],  # a tie: by value
+        ids[3]: [("seq-lower", -1, 0)],  # same time, lower seq: wins
+        ids[4]: [("never-received", 0, None)],  # unknown time: last
+        ids[5]: [("é-accent", 0, -1), ("e-plain", 0, -1)],  # code points: "e" < "é"
+    }
+    with warehouse.engine.begin() as conn:
+        for segment_id, extra in cases.items():
+            for value, seq, hours in extra:
+                conn.execute(
+                    text(
+                        f"INSERT INTO {SCHEMA}.user_identifiers (canonical_segment_id, type, "
+                        "value, seq, received_at, uuid_ts) SELECT :id, 'user_id', :v, :s, "
+                        "CASE WHEN CAST(:h AS int) IS NULL THEN NULL ELSE min(received_at) + "
+                        f"make_interval(hours => CAST(:h AS int)) END, now() FROM "
+                        f"{SCHEMA}.user_identifiers WHERE canonical_segment_id = :id"
+                    ),
+                    {"id": segment_id, "v": value, "s": seq, "h": hours},
+                )
+    by_sql = _read_all(warehouse.url, STANDARD_TRAITS, json_traits=True)
+    by_rows = _read_all(warehouse.url, STANDARD_TRAITS, json_traits=False)
+    assert list(by_sql) == list(by_rows)  # the same pages, in the same order
+
+    def first(profile: Any) -> list[tuple[Any, ...]]:
+        return [(e["id"], _instant_key(e["created_at"])) for e in profile.external_ids]
+
+    assert all(first(by_sql[i]) == first(by_rows[i]) for i in by_rows)
+    assert by_rows[ids[1]].external_ids[0]["id"] == "aaa-earlier"
+    assert by_rows[ids[5]].external_ids[0]["id"] == "e-plain"
+    assert all(dict(by_sql[i].traits) == dict(by_rows[i].traits) for i in by_rows)
+
+
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite", "mssql", "oracle"])
 def test_every_query_compiles_for_other_dialects(dialect: str) -> None:
     """No Postgres-only construct: the same queries serve every warehouse."""
@@ -425,11 +467,12 @@ def test_every_query_compiles_for_other_dialects(dialect: str) -> None:
         sql.merges_since(v, since=True),
         sql.watermark(v),
     ]
-    if dialect == "postgresql":  # Postgres 16's faster form; every other reads the rows
+    if dialect == "postgresql":  # Postgres 16's faster forms; every other reads the rows
         queries.append(sql.traits_json_of(v, ["email"], ranged=True))
         queries.append(sql.traits_json_of(v, None, ranged=False))
+        queries.append(sql.backfill_page_json(v, ["email"], limit=10))
     for query in queries:
-        assert str(query.compile(dialect=compiled)).startswith("SELECT")
+        assert str(query.compile(dialect=compiled)).startswith(("SELECT", "WITH"))
 
 
 # -- bad configuration -------------------------------------------------------------------------

@@ -8,11 +8,12 @@ Positions (the checkpoint) are JSON: the mode, the window (`since`, so a resumed
 the same set even if the watermark has moved) and the last settled canonical_segment_id.
 Profiles are read in keyset pages ordered by canonical_segment_id, never a table at once.
 
-Trait values are text in the views. The decoding rule (docs/profiles-sync.md): a value
-that is a JSON object or array is decoded; `true` and `false` become booleans; everything
-else, numbers included, stays text. Numbers as text lose nothing for the customer fields,
-which are all strings, and Voucherify's schema check turns "34" into 34 where a key is a
-number. A trait with several rows: the latest (by seq, then received_at) wins.
+Trait values are text in the views. The decoding rule (docs/profiles-sync.md,
+`profiles_sync_decode`): a value that is a JSON object or array is decoded; `true` and
+`false` become booleans; everything else, numbers included, stays text. Numbers as text
+lose nothing for the customer fields, which are all strings, and Voucherify's schema check
+turns "34" into 34 where a key is a number. A trait with several rows: the latest (by seq,
+then received_at) wins.
 
 The engine is synchronous SQLAlchemy (psycopg for Postgres); each query runs in a worker
 thread so the event loop keeps sending and confirming meanwhile.
@@ -31,33 +32,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from migrator.exceptions import ConfigError, InvalidPosition, SourceUnavailable
+from migrator.sources import profiles_sync_decode as decoding
 from migrator.sources import profiles_sync_sql as sql
 from migrator.sources.base import Merge, Page, Profile, ProfileUnreadable
 
 #: Profiles per keyset page: few round trips, bounded memory (~20 trait rows each).
 PAGE_SIZE = 2000
-BOOLEANS = {"true": True, "false": False}
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
-#: JSON as RFC 8259 has it: `NaN` and `Infinity` are not JSON, as Postgres, which decodes
-#: the values itself on the fast path (`sql.traits_json_of`), says too.
-_JSON = json.JSONDecoder(parse_constant=_not_json)
-
-
-def decode(value: str | None) -> Any:
-    """A trait value as stored in `user_traits.value`, decoded per the module's rule."""
-    if value is None:
-        return None
-    if value[:1] in ("{", "[") and value[-1:] in ("}", "]"):
-        try:
-            return _JSON.decode(value)
-        except ValueError:
-            return value
-    return BOOLEANS.get(value, value)
 
 
 def engine_url(url: str) -> str:
@@ -193,6 +173,8 @@ class ProfilesSyncSource:
         v = self._views
         try:
             with self._engine.connect() as conn:
+                if since is None and self._json_traits:
+                    return self._backfill_page(conn, after)
                 found: set[str] = set()
                 params = {"after": after, "since": since}
                 for query in sql.profile_ids(v, since=since is not None, limit=self._page_size):
@@ -205,10 +187,22 @@ class ProfilesSyncSource:
                 page: dict[str, Any] = {"type": self._identifier}
                 page.update({"after": after, "last": ids[-1]} if ranged else {"ids": ids})
                 traits = self._traits(conn, ids, page, ranged)
-                idents = conn.execute(sql.identifiers_of(v, ranged=ranged), page)
-                return ids, self._profiles(ids, traits, idents.all())
+                idents = conn.execute(sql.identifiers_of(v, ranged=ranged), page).all()
+                first = decoding.first_identifiers(idents)
+                return ids, decoding.profiles(ids, traits, first, self._identifier)
         except DBAPIError as exc:
             raise SourceUnavailable(f"profiles-sync: {self._scrub(exc)}") from None
+
+    def _backfill_page(self, conn: Connection, after: str) -> tuple[list[str], tuple[Profile, ...]]:
+        """Postgres 16: the page in one statement and one JSON text (`sql.backfill_page_json`)."""
+        query = sql.backfill_page_json(self._views, self._traits_wanted, limit=self._page_size)
+        text = conn.execute(query, {"after": after, "type": self._identifier}).scalar()
+        ids, traits, first = json.loads(text or "[null, null, null]")
+        if not ids:
+            return [], ()
+        by_id: dict[str, dict[str, Any]] = {i: {} for i in ids}
+        self._read_again(conn, by_id, decoding.traits_from_json(traits or (), by_id))
+        return ids, decoding.profiles(ids, by_id, first or {}, self._identifier)
 
     def _traits(
         self, conn: Connection, ids: list[str], page: dict[str, Any], ranged: bool
@@ -220,88 +214,20 @@ class ProfilesSyncSource:
         """
         by_id: dict[str, dict[str, Any]] = {i: {} for i in ids}
         if self._json_traits:
-            again = self._decoded_by_the_database(conn, page, ranged, by_id)
+            as_json = sql.traits_json_of(self._views, self._traits_wanted, ranged=ranged)
+            decoded = json.loads(conn.execute(as_json, page).scalar() or "[]")
+            again = decoding.traits_from_json(decoded, by_id)
         else:
-            again = self._decoded_here(conn, page, ranged, by_id)
-        if again:
-            ordered = sql.traits_in_order(self._views, self._traits_wanted)
-            self._apply_in_order(by_id, conn.execute(ordered, {"ids": again}).all())
+            as_rows = sql.traits_of(self._views, self._traits_wanted, ranged=ranged)
+            again = decoding.traits_from_rows(conn.execute(as_rows, page).all(), by_id)
+        self._read_again(conn, by_id, again)
         return by_id
 
-    def _decoded_by_the_database(
-        self, conn: Connection, page: dict[str, Any], ranged: bool, by_id: dict[str, Any]
-    ) -> list[str]:
-        """Fill `by_id` from `sql.traits_json_of`; returns the ids to read again in order."""
-        again = []
-        query = sql.traits_json_of(self._views, self._traits_wanted, ranged=ranged)
-        for segment_id, traits, rows in json.loads(conn.execute(query, page).scalar() or "[]"):
-            if len(traits) < rows:
-                again.append(segment_id)  # a name in several rows: the last one kept is any
-            elif None in traits.values():  # a trait set to null: it has no value
-                by_id[segment_id] = {k: v for k, v in traits.items() if v is not None}
-            else:
-                by_id[segment_id] = traits
-        return again
-
-    def _decoded_here(
-        self, conn: Connection, page: dict[str, Any], ranged: bool, by_id: dict[str, Any]
-    ) -> list[str]:
-        """Fill `by_id` from `sql.traits_of`'s rows; returns the ids to read again in order."""
-        raw: dict[str, dict[str, str | None]] = {i: {} for i in by_id}
-        seen_twice: set[str] = set()
-        query = sql.traits_of(self._views, self._traits_wanted, ranged=ranged)
-        for segment_id, name, value in conn.execute(query, page).all():
-            stored = raw[segment_id]
-            if name in stored:
-                seen_twice.add(segment_id)
-            stored[name] = value
-        for segment_id, stored in raw.items():
-            if segment_id not in seen_twice:
-                by_id[segment_id] = {
-                    name: decoded
-                    for name, value in stored.items()
-                    if (decoded := decode(value)) is not None
-                }
-        return sorted(seen_twice)
-
-    @staticmethod
-    def _apply_in_order(by_id: dict[str, dict[str, Any]], rows: Any) -> None:
-        """Rows oldest first: the latest row of a trait wins; a null one removes it."""
-        fresh: dict[str, dict[str, Any]] = {}
-        for segment_id, name, value in rows:
-            traits = fresh.setdefault(segment_id, {})
-            decoded = decode(value)
-            if decoded is None:
-                traits.pop(name, None)
-            else:
-                traits[name] = decoded
-        by_id.update(fresh)
-
-    def _profiles(
-        self, ids: list[str], by_id: dict[str, dict[str, Any]], idents: Any
-    ) -> tuple[Profile, ...]:
-        first: dict[str, tuple[Any, ...]] = {}
-        for segment_id, value, seq, received_at in idents:
-            if value is None:
-                continue
-            key = (received_at is None, received_at, seq if seq is not None else 0, value)
-            if segment_id not in first or key < first[segment_id]:
-                first[segment_id] = key
-        profiles = []
-        for segment_id in ids:
-            chosen = first.get(segment_id)
-            external: list[dict[str, Any]] = []
-            if chosen is not None:
-                received = chosen[1]
-                external.append(
-                    {
-                        "type": self._identifier,
-                        "id": chosen[3],
-                        "created_at": received.isoformat() if received is not None else None,
-                    }
-                )
-            profiles.append(Profile(segment_id, by_id[segment_id], external))
-        return tuple(profiles)
+    def _read_again(self, conn: Connection, by_id: dict[str, Any], ids: list[str]) -> None:
+        """The traits of profiles with a name in several rows, read in order."""
+        if ids:
+            ordered = sql.traits_in_order(self._views, self._traits_wanted)
+            decoding.apply_in_order(by_id, conn.execute(ordered, {"ids": ids}).all())
 
     async def read(self, segment_id: str) -> Profile:
         def one() -> Profile | None:
@@ -313,13 +239,14 @@ class ProfilesSyncSource:
                     by_id: dict[str, dict[str, Any]] = {segment_id: {}}
                     traits = conn.execute(sql.traits_in_order(v, self._traits_wanted), one)
                     trait_rows = traits.all()
-                    self._apply_in_order(by_id, trait_rows)
+                    decoding.apply_in_order(by_id, trait_rows)
                     ident_rows = conn.execute(sql.identifiers_of(v, ranged=False), one).all()
             except DBAPIError as exc:
                 raise SourceUnavailable(f"profiles-sync: {self._scrub(exc)}") from None
             if not trait_rows and not ident_rows:
                 return None
-            return self._profiles([segment_id], by_id, ident_rows)[0]
+            first = decoding.first_identifiers(ident_rows)
+            return decoding.profiles([segment_id], by_id, first, self._identifier)[0]
 
         found = await asyncio.to_thread(one)
         if found is None:
