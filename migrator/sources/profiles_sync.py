@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, create_engine, inspect
+from sqlalchemy import Connection, Engine, Select, create_engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -81,6 +81,7 @@ class ProfilesSyncSource:
         self._engine: Engine | None = None
         #: Whether the database decodes the traits (`sql.traits_json_of`): Postgres 16+.
         self._json_traits = False
+        self._backfill_query: Select[str | None] | None = None
         self._watermark: datetime | None = None
         self._window: datetime | None = self._since
 
@@ -195,8 +196,12 @@ class ProfilesSyncSource:
 
     def _backfill_page(self, conn: Connection, after: str) -> tuple[list[str], tuple[Profile, ...]]:
         """Postgres 16: the page in one statement and one JSON text (`sql.backfill_page_json`)."""
-        query = sql.backfill_page_json(self._views, self._traits_wanted, limit=self._page_size)
-        text = conn.execute(query, {"after": after, "type": self._identifier}).scalar()
+        if self._backfill_query is None:  # built once: ~1.6 ms a page to build it again
+            self._backfill_query = sql.backfill_page_json(
+                self._views, self._traits_wanted, limit=self._page_size
+            )
+        params = {"after": after, "type": self._identifier}
+        text = conn.execute(self._backfill_query, params).scalar()
         ids, traits, first = json.loads(text or "[null, null, null]")
         if not ids:
             return [], ()
