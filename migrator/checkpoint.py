@@ -9,17 +9,24 @@ singer-sdk idea: state is resumable only once finalized).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 
 from migrator.state import StateStore
 
+#: A run that does not checkpoint commits at most this often as its pages settle.
+UNCHECKPOINTED_COMMIT_SECONDS = 1.0
+
 
 class Checkpointer:
     """Sets, advances and clears the run's resume position in the state store.
 
-    A run that does not checkpoint (a dry run, retry-failed) still commits the state on
-    every advance, so what it confirmed is durable.
+    A run that does not checkpoint (a dry run, retry-failed) still commits the state as
+    pages settle, at most once a second: what it confirmed is committed when it is settled
+    (`Pipeline._settle`), so these commits only carry the lists (owners, no identifier).
+    Committing every 2,000-profile page rewrote most of the owners index each time (random
+    keys): in a 100,000-profile dry run, 50 commits cost ~8% of the CPU (measured).
     """
 
     def __init__(
@@ -30,6 +37,7 @@ class Checkpointer:
         self.source = source
         self.position = start
         self.enabled = enabled
+        self._committed = time.monotonic()
         if enabled:
             # A stop before the first page settles must point back here, not at the start.
             state.set_checkpoint(start, run_id, source)
@@ -38,8 +46,9 @@ class Checkpointer:
         self.position = position
         if self.enabled:
             self.state.set_checkpoint(position, self.run_id, self.source)
-        else:
+        elif time.monotonic() - self._committed >= UNCHECKPOINTED_COMMIT_SECONDS:
             self.state.commit()
+            self._committed = time.monotonic()
 
     def complete(self) -> None:
         """The run read everything: the next one starts afresh."""

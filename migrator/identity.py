@@ -23,7 +23,7 @@ def seen_key(external_ids: Iterable[Mapping[str, Any]], identifier: str, source_
     keys = [
         _instant_key(entry.get("created_at"))
         for entry in external_ids
-        if isinstance(entry, Mapping)
+        if (type(entry) is dict or isinstance(entry, Mapping))  # a dict: skip the ABC check
         and entry.get("type") == identifier
         and string_value(entry.get("id")) == source_id
     ]

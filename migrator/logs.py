@@ -50,7 +50,7 @@ class ConsoleFilter(logging.Filter):
     ) -> None:
         super().__init__()
         self._handler = handler
-        self._verbose = verbose
+        self.verbose = verbose
         self._every = every
         self._clock = clock
         self._last: float | None = None
@@ -58,7 +58,7 @@ class ConsoleFilter(logging.Filter):
         self._latest = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._verbose:
+        if self.verbose:
             return True
         cause = getattr(record, RETRY_RECORD, None)
         if cause is None:
@@ -96,3 +96,27 @@ class ConsoleFilter(logging.Filter):
             }
         )
         self._handler.handle(summary)
+
+
+def keeps_details(logger: logging.Logger) -> bool:
+    """Whether an INFO line (one that is not a retry) would be written anywhere.
+
+    The migrator's logger lets everything through (a retry must reach the console's filter
+    to be summarised), so `isEnabledFor(INFO)` is always true, and without `-v` or a log
+    file each per-profile detail line was built only to be dropped: ~10% of a warehouse dry
+    run's CPU (41,589 records for 100,000 generated profiles, measured). Callers ask once
+    per run; handlers do not change during one.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if handler.level <= logging.INFO and not any(
+                isinstance(f, ConsoleFilter) and not f.verbose for f in handler.filters
+            ):
+                return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False  # no handler: logging's last resort shows warnings only

@@ -110,7 +110,9 @@ def select_source_id(external_ids: Iterable[Mapping[str, Any]], identifier: str)
     """
     candidates: list[tuple[Any, str]] = []
     for entry in external_ids:
-        if not isinstance(entry, Mapping) or entry.get("type") != identifier:
+        if not (type(entry) is dict or isinstance(entry, Mapping)):  # a dict: no ABC check
+            continue
+        if entry.get("type") != identifier:
             continue
         source_id = string_value(entry.get("id"))
         if source_id is not None:

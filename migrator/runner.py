@@ -21,6 +21,7 @@ from migrator.config import RunOptions, Settings
 from migrator.exceptions import InvalidPosition
 from migrator.http import RUN_RETRIES
 from migrator.ledger import Ledger
+from migrator.memory import calm_gc
 from migrator.out_dir import open_out_dir
 from migrator.outcome import Counts, RunStopped
 from migrator.outputs import OutputFiles
@@ -308,7 +309,8 @@ async def _run(
     for merge in merges:  # the survivor inherits what the merged-away profile owned
         state.transfer_owner(merge.segment_id, merge.canonical_segment_id)
     try:
-        await pipeline.run()
+        with calm_gc():
+            await pipeline.run()
         if merges:
             ledger.merged(merges)
     except RunStopped as exc:

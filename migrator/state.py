@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from migrator.exceptions import ConfigError
-from migrator.state_lists import Failure, ListsMixin
+from migrator.state_lists import IN_JSON, Failure, ListsMixin, Prefetched
 
 __all__ = ["STATE_FILE", "Checkpoint", "Failure", "StateDamaged", "StateStore"]
 
@@ -108,6 +109,7 @@ class StateStore(ListsMixin):
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / STATE_FILE
+        self._prefetched = Prefetched()
         try:
             self._db = sqlite3.connect(self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -115,9 +117,12 @@ class StateStore(ListsMixin):
             self._db.executescript(SCHEMA)
             self._migrate()
             self._db.commit()
-            self._no_identifier_listed = bool(
-                self._db.execute("SELECT EXISTS (SELECT 1 FROM no_identifier)").fetchone()[0]
-            )
+            self._listed = {
+                table: bool(
+                    self._db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]
+                )
+                for table in ("no_identifier", "duplicates", "customers")
+            }
         except sqlite3.DatabaseError as exc:
             raise StateDamaged(self.path, exc) from None
 
@@ -258,8 +263,27 @@ class StateStore(ListsMixin):
         ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def prefetch(self, segment_ids: Collection[str], source_ids: Collection[str]) -> None:
+        """Read what `claim`, `written`, `remove_no_identifier` will ask about these
+        profiles and customers, one query per table (see `Prefetched` for why). Replaces
+        what was prefetched before."""
+        self._prefetch_lists(segment_ids, source_ids)
+        written: dict[str, tuple[str, dict[str, str]] | None] = dict.fromkeys(source_ids)
+        self._prefetched.written = written
+        if not self._listed["customers"]:
+            return  # nothing written yet (a first backfill, or any dry run of one)
+        for source_id, segment_id, prints in self._db.execute(
+            f"SELECT source_id, segment_id, fingerprints FROM customers WHERE source_id IN "
+            f"{IN_JSON}",
+            (json.dumps(list(source_ids)),),
+        ):
+            written[source_id] = (segment_id, json.loads(prints))
+
     def written(self, source_id: str) -> tuple[str, dict[str, str]] | None:
         """`(segment_id, fingerprints)` of what was last confirmed for this customer."""
+        cached = self._prefetched.written
+        if source_id in cached:
+            return cached[source_id]
         row = self._db.execute(
             "SELECT segment_id, fingerprints FROM customers WHERE source_id = ?", (source_id,)
         ).fetchone()
@@ -279,10 +303,16 @@ class StateStore(ListsMixin):
         self._db.execute(
             "UPDATE customers SET segment_id = ? WHERE source_id = ?", (segment_id, source_id)
         )
+        cached = self._prefetched.written.get(source_id)
+        if cached is not None:
+            self._prefetched.written[source_id] = (segment_id, cached[1])
 
     def confirm(self, rows: list[tuple[str, str, dict[str, str]]], run_id: int) -> None:
         """Remember `(source_id, segment_id, fingerprints)` as written; clear their failures."""
         now = time.time()
+        self._listed["customers"] = True
+        for source_id, _, _ in rows:
+            self._prefetched.written.pop(source_id, None)  # read afresh when asked
         self._db.executemany(
             "INSERT OR REPLACE INTO customers (source_id, segment_id, fingerprints, confirmed_at, "
             "run_id) VALUES (?, ?, ?, ?, ?)",

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 from typing import Any
+
+#: `WHERE key IN (SELECT value FROM json_each(?))`: any number of keys as one parameter.
+IN_JSON = "(SELECT value FROM json_each(?))"
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,68 @@ class Failure:
         }
 
 
+@dataclass
+class Prefetched:
+    """What the state store holds about the next few profiles, read in one query per table
+    (`StateStore.prefetch`) instead of one statement per profile and table.
+
+    Measured on a 100,000-profile dry run: SQLite statements were the largest single cost
+    of a warehouse profile after the read (five per profile in a backfill), and each
+    releases the GIL, so the reader thread took it for a switch interval every time.
+    Every write through the store keeps these in step; a key not prefetched is read as
+    before.
+    """
+
+    #: source_id -> (owner segment_id, seen) or None: no owner.
+    owners: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    #: source_id -> (segment_id, fingerprints) last confirmed, or None: never written.
+    written: dict[str, tuple[str, dict[str, str]] | None] = field(default_factory=dict)
+    #: The segment_ids asked about, and which of them are listed where.
+    segments: frozenset[str] = frozenset()
+    no_identifier: set[str] = field(default_factory=set)
+    duplicates: set[str] = field(default_factory=set)
+
+    def absent(self, listed: set[str], segment_id: str) -> bool:
+        """Known not to be in that list (so there is nothing to delete)."""
+        return segment_id in self.segments and segment_id not in listed
+
+
 class ListsMixin:
     """Part of `StateStore` (which owns the connection and the schema)."""
 
     _db: sqlite3.Connection
-    _no_identifier_listed: bool
+    _prefetched: Prefetched
+    #: Whether a table may hold rows (False: known empty, nothing to look up or delete).
+    _listed: dict[str, bool]
+
+    def _prefetch_lists(self, segment_ids: Collection[str], source_ids: Collection[str]) -> None:
+        found = self._prefetched
+        found.owners = dict.fromkeys(source_ids)
+        for source_id, segment_id, seen in self._db.execute(
+            f"SELECT source_id, segment_id, seen FROM owners WHERE source_id IN {IN_JSON}",
+            (json.dumps(list(source_ids)),),
+        ):
+            found.owners[source_id] = (segment_id, seen)
+        found.segments = frozenset(segment_ids)
+        keys = (json.dumps(list(segment_ids)),)
+        found.duplicates, found.no_identifier = set(), set()
+        if self._listed["duplicates"]:  # an empty list (the usual case): no query
+            found.duplicates = self._listed_of("duplicates", keys)
+        if self._listed["no_identifier"]:
+            found.no_identifier = self._listed_of("no_identifier", keys)
+
+    def _listed_of(self, table: str, keys: tuple[str]) -> set[str]:
+        query = f"SELECT segment_id FROM {table} WHERE segment_id IN {IN_JSON}"
+        return {r[0] for r in self._db.execute(query, keys)}
+
+    def _owner(self, source_id: str) -> tuple[str, str] | None:
+        owners = self._prefetched.owners
+        if source_id in owners:
+            return owners[source_id]
+        row = self._db.execute(
+            "SELECT segment_id, seen FROM owners WHERE source_id = ?", (source_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     # -- failures ---------------------------------------------------------------------
 
@@ -76,9 +136,7 @@ class ListsMixin:
         instant), ties by segment_id: the same answer whatever order the profiles are read
         in. The key is computed only when there is something to decide.
         """
-        row = self._db.execute(
-            "SELECT segment_id, seen FROM owners WHERE source_id = ?", (source_id,)
-        ).fetchone()
+        row = self._owner(source_id)
         if row is not None and row[0] == segment_id:
             return segment_id  # the usual case on a rerun: nothing to write
         seen = seen_key()
@@ -87,7 +145,12 @@ class ListsMixin:
                 "INSERT OR REPLACE INTO owners (source_id, segment_id, seen) VALUES (?, ?, ?)",
                 (source_id, segment_id, seen),
             )
-            self._db.execute("DELETE FROM duplicates WHERE segment_id = ?", (segment_id,))
+            found = self._prefetched
+            if source_id in found.owners:
+                found.owners[source_id] = (segment_id, seen)
+            if not found.absent(found.duplicates, segment_id):
+                self._db.execute("DELETE FROM duplicates WHERE segment_id = ?", (segment_id,))
+                found.duplicates.discard(segment_id)
             if row is not None and row[0] != segment_id:
                 # The previous owner and everyone it owned now point at the new owner.
                 self._db.execute(
@@ -100,6 +163,8 @@ class ListsMixin:
         return str(row[0])
 
     def _add_duplicate(self, segment_id: str, source_id: str, owner: str, run_id: int) -> None:
+        self._prefetched.duplicates.add(segment_id)
+        self._listed["duplicates"] = True
         self._db.execute(
             "INSERT INTO duplicates (segment_id, source_id, owner_segment_id, run_id) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (segment_id) DO UPDATE SET "
@@ -113,6 +178,7 @@ class ListsMixin:
             "UPDATE owners SET segment_id = ? WHERE segment_id = ?", (survivor, segment_id)
         )
         self._db.execute("DELETE FROM duplicates WHERE segment_id = ?", (segment_id,))
+        self._prefetched = Prefetched()  # owners changed by segment_id: forget them all
 
     def duplicates(self) -> Iterator[tuple[str, str, str]]:
         yield from self._db.execute(
@@ -148,13 +214,16 @@ class ListsMixin:
             "INSERT OR IGNORE INTO no_identifier (segment_id, run_id, seen_at) VALUES (?, ?, ?)",
             (segment_id, run_id, time.time()),
         )
-        self._no_identifier_listed = True
+        self._listed["no_identifier"] = True
+        self._prefetched.no_identifier.add(segment_id)
         return cur.rowcount == 1
 
     def remove_no_identifier(self, segment_id: str) -> bool:
-        if not self._no_identifier_listed:
-            return False  # an empty list: no statement per profile
+        found = self._prefetched
+        if not self._listed["no_identifier"] or found.absent(found.no_identifier, segment_id):
+            return False  # not listed: no statement per profile
         cur = self._db.execute("DELETE FROM no_identifier WHERE segment_id = ?", (segment_id,))
+        found.no_identifier.discard(segment_id)
         return cur.rowcount == 1
 
     def no_identifier_ids(self) -> Iterator[str]:

@@ -55,6 +55,8 @@ def string_value(value: Any) -> str | None:
     Non-blank strings are kept as is (not stripped); numbers become their decimal text;
     everything else (None, bools, containers, blank strings, nan/inf) has no value.
     """
+    if value is None:  # first: most traits a mapping asks for are absent
+        return None
     if isinstance(value, str):
         return value if value and not value.isspace() else None
     if isinstance(value, bool):  # bool is an int subclass: check it first

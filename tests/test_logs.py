@@ -57,3 +57,45 @@ def test_a_summary_line_is_redacted_too() -> None:
     handler.addFilter(ConsoleFilter(handler, verbose=False))
     retry(handler, "failed with s3cret")
     assert handler.shown and "s3cret" not in handler.shown[0]
+
+
+def test_details_are_kept_only_where_a_handler_would_write_them() -> None:
+    """Per-profile INFO lines are skipped (not built) when nothing would show them: the
+    console without -v drops them; -v, a log file or a propagating test logger keeps them."""
+    from migrator.logs import keeps_details
+
+    parent = logging.getLogger("migrator-test-details")
+    child = logging.getLogger("migrator-test-details.pipeline")
+    parent.setLevel(logging.DEBUG)
+    parent.propagate = False
+    try:
+        assert not keeps_details(child)  # no handler: logging's last resort shows warnings
+        console = Keep()
+        console.setLevel(logging.INFO)
+        console.addFilter(ConsoleFilter(console, verbose=False))
+        parent.addHandler(console)
+        assert not keeps_details(child)
+        verbose = Keep()
+        verbose.addFilter(ConsoleFilter(verbose, verbose=True))
+        parent.addHandler(verbose)
+        assert keeps_details(child)
+        parent.removeHandler(verbose)
+        log_file = Keep()
+        log_file.setLevel(logging.DEBUG)
+        parent.addHandler(log_file)
+        assert keeps_details(child)
+        parent.setLevel(logging.WARNING)
+        assert not keeps_details(child)
+        parent.setLevel(logging.DEBUG)
+        parent.removeHandler(log_file)
+        parent.propagate = True  # caplog and friends listen on the root logger
+        root = logging.getLogger()
+        listening = Keep()
+        root.addHandler(listening)
+        try:
+            assert keeps_details(child)
+        finally:
+            root.removeHandler(listening)
+    finally:
+        parent.handlers.clear()
+        parent.propagate = True

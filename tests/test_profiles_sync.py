@@ -29,7 +29,8 @@ from migrator.outputs import MERGED_FILE
 from migrator.result import RunResult
 from migrator.runner import run_migration
 from migrator.sources import profiles_sync_sql as sql
-from migrator.sources.profiles_sync import ProfilesSyncSource, decode
+from migrator.sources.profiles_sync import ProfilesSyncSource
+from migrator.sources.profiles_sync_decode import decode
 from migrator_sandbox.generator import ProfileGenerator
 from migrator_sandbox.server import ThreadedSandbox
 from migrator_sandbox.warehouse import (
@@ -299,6 +300,154 @@ def test_pages_cover_every_profile_once_in_order_and_resume_from_a_position(
     assert half + rest == everything
 
 
+def _read_all(url: str, traits: Any, *, json_traits: bool | None) -> dict[str, Any]:
+    """Every profile through the source's pages; `json_traits=False`: the portable rows."""
+
+    async def go() -> dict[str, Any]:
+        source = ProfilesSyncSource(
+            url, SCHEMA, identifier="user_id", traits=traits, watermark=None, full=True
+        )
+        found: dict[str, Any] = {}
+        async with source:
+            if json_traits is not None:
+                source._json_traits = json_traits
+            async for page in source.pages(None):
+                found.update((p.segment_id, p) for p in page.profiles)
+        return found
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("json_traits", [True, False], ids=["decoded-in-sql", "rows"])
+@pytest.mark.parametrize("traits", [None, STANDARD_TRAITS], ids=["all", "standard"])
+def test_a_trait_in_several_rows_reads_its_latest_and_a_null_removes_it(
+    warehouse: Warehouse, json_traits: bool, traits: Any
+) -> None:
+    """Pages are read without ORDER BY; the latest row (by seq, then received_at) must
+    still win, a latest NULL must still remove the trait, and both ways of decoding
+    (Postgres 16's, and the rows every warehouse can give) must agree with the rule."""
+    ids = _profile_ids(warehouse.engine)
+    one, two, three = ids[5], ids[50], ids[300]
+    rows = [  # (id, name, value, seq, hours after the loaded row): the last one wins
+        (one, "email", "late@example.com", 7, 1),
+        (one, "email", "early@example.com", 3, 5),  # lower seq: older, whatever the time
+        (two, "phone", "+1 555", 9, 1),
+        (two, "phone", "+1 666", 9, 2),  # same seq: the later received_at wins
+        (three, "email", None, 50, 1),  # the latest is NULL: the trait is removed
+        (three, "metadata", '{"tier": "gold", "n": [1, null]}', 50, 1),
+    ]
+    with warehouse.engine.begin() as conn:
+        for segment_id, name, value, seq, hours in rows:
+            conn.execute(
+                text(
+                    f"INSERT INTO {SCHEMA}.user_traits (canonical_segment_id, name, value, seq, "
+                    "received_at, uuid_ts) SELECT :id, :n, :v, :s, max(received_at) + "
+                    f"make_interval(hours => :h), now() FROM {SCHEMA}.user_traits"
+                ),
+                {"id": segment_id, "n": name, "v": value, "s": seq, "h": hours},
+            )
+    read = _read_all(warehouse.url, traits, json_traits=json_traits)
+    assert read[one].traits["email"] == "late@example.com"
+    assert read[two].traits["phone"] == "+1 666"
+    assert "email" not in read[three].traits
+    assert read[three].traits["metadata"] == {"tier": "gold", "n": [1, None]}
+    # Every other profile is read exactly as the ordered rows and `decode` say.
+    wanted = None if traits is None else set(traits)
+    with warehouse.engine.connect() as conn:
+        ordered = conn.execute(
+            text(
+                f"SELECT canonical_segment_id, name, value FROM {SCHEMA}.user_traits "
+                "ORDER BY seq, received_at"
+            )
+        ).all()
+    expected: dict[str, dict[str, Any]] = {segment_id: {} for segment_id in read}
+    for segment_id, name, value in ordered:
+        if wanted is None or name in wanted:
+            expected.setdefault(segment_id, {})[name] = decode(value)
+    for segment_id, profile in read.items():
+        kept = {k: v for k, v in expected[segment_id].items() if v is not None}
+        assert dict(profile.traits) == kept, segment_id
+
+
+def test_the_database_decodes_values_as_decode_does(warehouse: Warehouse) -> None:
+    """The Postgres 16 path applies the documented rule in SQL: it must agree with
+    `decode` on every awkward value, including JSON that does not parse."""
+    values = [
+        "plain", "007", "1.0", "34", "true", "false", "True", "null", "", " ", "[x", "{x}",
+        "[1, 2]", '{"a": {"b": [true, null]}}', "[]", "{}", "[NaN]", "[1] ", " [1]",
+        '"quoted"', "{\"a\": 1, \"a\": 2}", "Zoë 🎉", "[\"\\u00e9\"]",
+    ]  # fmt: skip
+    segment_id = _profile_ids(warehouse.engine)[0]
+    with warehouse.engine.begin() as conn:
+        conn.execute(
+            text(f"DELETE FROM {SCHEMA}.user_traits WHERE canonical_segment_id = :id"),
+            {"id": segment_id},
+        )
+        for n, value in enumerate(values):
+            conn.execute(
+                text(
+                    f"INSERT INTO {SCHEMA}.user_traits (canonical_segment_id, name, value, seq, "
+                    "received_at, uuid_ts) VALUES (:id, :n, :v, 0, now(), now())"
+                ),
+                {"id": segment_id, "n": f"t{n}", "v": value},
+            )
+    with warehouse.engine.connect() as conn:
+        version = int(conn.execute(text("SHOW server_version_num")).scalar_one())
+    source = ProfilesSyncSource(
+        warehouse.url, SCHEMA, identifier="user_id", traits=None, watermark=None, full=True
+    )
+    source._open()
+    assert source._json_traits == (version >= 160000)  # the fast path where it can run
+    assert source._engine is not None
+    source._engine.dispose()
+    by_sql = _read_all(warehouse.url, None, json_traits=True)[segment_id].traits
+    by_rows = _read_all(warehouse.url, None, json_traits=False)[segment_id].traits
+    expected = {f"t{n}": decode(value) for n, value in enumerate(values)}
+    assert dict(by_sql) == dict(by_rows) == expected
+    assert expected["t16"] == "[NaN]"  # NaN is not JSON: text, as Postgres has it
+
+
+def test_the_first_identifier_is_the_same_whoever_picks_it(warehouse: Warehouse) -> None:
+    """On Postgres 16 a backfill page picks each profile's first identifier in SQL; it must
+    be the one the rows path picks: earliest received_at (unknown last), then seq, then
+    value in code point order. (Its created_at is the database's ISO text: the instant
+    is what counts.)"""
+    from migrator.mapping import _instant_key
+
+    ids = _profile_ids(warehouse.engine)
+    cases = {  # profile -> extra user_id rows: (value, seq, hours after its first, or None)
+        ids[1]: [("aaa-earlier", 0, -5)],  # received earlier: wins
+        ids[2]: [("zzz-same-time", 0, 0), ("Zed-same-time", 0, 0)],  # a tie: by value
+        ids[3]: [("seq-lower", -1, 0)],  # same time, lower seq: wins
+        ids[4]: [("never-received", 0, None)],  # unknown time: last
+        ids[5]: [("é-accent", 0, -1), ("e-plain", 0, -1)],  # code points: "e" < "é"
+    }
+    with warehouse.engine.begin() as conn:
+        for segment_id, extra in cases.items():
+            for value, seq, hours in extra:
+                conn.execute(
+                    text(
+                        f"INSERT INTO {SCHEMA}.user_identifiers (canonical_segment_id, type, "
+                        "value, seq, received_at, uuid_ts) SELECT :id, 'user_id', :v, :s, "
+                        "CASE WHEN CAST(:h AS int) IS NULL THEN NULL ELSE min(received_at) + "
+                        f"make_interval(hours => CAST(:h AS int)) END, now() FROM "
+                        f"{SCHEMA}.user_identifiers WHERE canonical_segment_id = :id"
+                    ),
+                    {"id": segment_id, "v": value, "s": seq, "h": hours},
+                )
+    by_sql = _read_all(warehouse.url, STANDARD_TRAITS, json_traits=True)
+    by_rows = _read_all(warehouse.url, STANDARD_TRAITS, json_traits=False)
+    assert list(by_sql) == list(by_rows)  # the same pages, in the same order
+
+    def first(profile: Any) -> list[tuple[Any, ...]]:
+        return [(e["id"], _instant_key(e["created_at"])) for e in profile.external_ids]
+
+    assert all(first(by_sql[i]) == first(by_rows[i]) for i in by_rows)
+    assert by_rows[ids[1]].external_ids[0]["id"] == "aaa-earlier"
+    assert by_rows[ids[5]].external_ids[0]["id"] == "e-plain"
+    assert all(dict(by_sql[i].traits) == dict(by_rows[i].traits) for i in by_rows)
+
+
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite", "mssql", "oracle"])
 def test_every_query_compiles_for_other_dialects(dialect: str) -> None:
     """No Postgres-only construct: the same queries serve every warehouse."""
@@ -311,13 +460,19 @@ def test_every_query_compiles_for_other_dialects(dialect: str) -> None:
         *sql.profile_ids(v, since=False, limit=10),
         sql.traits_of(v, ["email"], ranged=True),
         sql.traits_of(v, None, ranged=False),
+        sql.traits_in_order(v, ["email"]),
+        sql.traits_in_order(v, None),
         sql.identifiers_of(v, ranged=True),
         sql.identifiers_of(v, ranged=False),
         sql.merges_since(v, since=True),
         sql.watermark(v),
     ]
+    if dialect == "postgresql":  # Postgres 16's faster forms; every other reads the rows
+        queries.append(sql.traits_json_of(v, ["email"], ranged=True))
+        queries.append(sql.traits_json_of(v, None, ranged=False))
+        queries.append(sql.backfill_page_json(v, ["email"], limit=10))
     for query in queries:
-        assert str(query.compile(dialect=compiled)).startswith("SELECT")
+        assert str(query.compile(dialect=compiled)).startswith(("SELECT", "WITH"))
 
 
 # -- bad configuration -------------------------------------------------------------------------

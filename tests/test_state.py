@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -234,3 +235,61 @@ def test_no_secret_reaches_the_state_file(tmp_path: Path) -> None:
         data = path.read_bytes()
         assert token.encode() not in data and key.encode() not in data
         assert b"SECRET" not in data
+
+
+# -- prefetch: one query per table, the same answers -------------------------------------------
+
+
+def _tables(state: StateStore) -> dict[str, list[tuple[object, ...]]]:
+    """What the store's own connection sees, uncommitted writes included."""
+    return {
+        table: sorted(state._db.execute(f"SELECT {columns} FROM {table}").fetchall())
+        for table, columns in (
+            ("owners", "source_id, segment_id, seen"),
+            ("duplicates", "segment_id, source_id, owner_segment_id"),
+            ("customers", "source_id, segment_id, fingerprints"),
+            ("no_identifier", "segment_id"),
+        )
+    }
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_prefetched_answers_are_the_answers_without_it(
+    tmp_path: Path, opened: list[StateStore], seed: int
+) -> None:
+    """The pipeline prefetches a chunk's state, then claims, looks up, confirms, moves
+    owners and lists profiles one by one: every answer, and what reaches the file, must be
+    what the store gives without prefetching, however the writes interleave."""
+    rng = random.Random(seed)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "fetched").mkdir()
+    plain = StateStore(tmp_path / "plain")
+    fetched = StateStore(tmp_path / "fetched")
+    opened.extend([plain, fetched])
+    segments = [f"seg{i}" for i in range(8)]
+    sources = [f"src{i}" for i in range(4)]
+    for _ in range(300):
+        if rng.random() < 0.1:
+            fetched.prefetch(rng.sample(segments, 6), rng.sample(sources, 3))
+        segment, source = rng.choice(segments), rng.choice(sources)
+        op, seen = rng.randrange(6), str(rng.randrange(4))  # seen: when it got the identifier
+        answers = []
+        for state in (plain, fetched):
+            if op == 0:
+                answers.append(state.claim(source, segment, lambda s=seen: s, 1))
+            elif op == 1:
+                answers.append(state.written(source))
+            elif op == 2:
+                state.confirm([(source, segment, {"email": segment})], 1)
+            elif op == 3:
+                state.set_owner(source, segment)
+            elif op == 4:
+                answers.append(state.add_no_identifier(segment, 1))
+            else:
+                answers.append(state.remove_no_identifier(segment))
+        if rng.random() < 0.03:
+            survivor = rng.choice(segments)
+            for state in (plain, fetched):
+                state.transfer_owner(segment, survivor)
+        assert answers[:1] == answers[1:], (op, segment, source)
+        assert _tables(plain) == _tables(fetched), (op, segment, source)

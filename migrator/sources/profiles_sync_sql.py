@@ -2,7 +2,9 @@
 
 Written once for every warehouse Profiles Sync supports (Postgres, Snowflake, BigQuery,
 Redshift, Databricks): plain SELECTs, DISTINCT, IN, ORDER BY, LIMIT and MAX, nothing
-dialect-specific. The three views are Segment's materialized views (docs/contracts.md):
+dialect-specific. One exception, `traits_json_of`, is a faster form of `traits_of` for
+Postgres 16 and later; every other warehouse (and an older Postgres) reads the portable
+rows. The three views are Segment's materialized views (docs/contracts.md):
 
     user_traits(canonical_segment_id, name, value, seq, received_at, uuid_ts, timestamp)
     user_identifiers(canonical_segment_id, type, value, seq, received_at, uuid_ts, timestamp)
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     ColumnElement,
@@ -26,10 +29,15 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
+    cast,
     func,
+    literal,
+    or_,
     select,
     union,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by, distinct_on
 
 #: The columns each view must have, for the schema check.
 VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -128,18 +136,136 @@ def _of_page(column: Column[str], ranged: bool) -> ColumnElement[bool]:
     return column.in_(bindparam("ids", expanding=True))
 
 
+def _trait_rows(v: Views, names: Sequence[str] | None) -> Select[str, str, str | None]:
+    t = v.traits
+    query = select(t.c.canonical_segment_id, t.c.name, t.c.value)
+    if names is not None:
+        query = query.where(t.c.name.in_(list(names)))
+    return query
+
+
 def traits_of(
     v: Views, names: Sequence[str] | None, *, ranged: bool
 ) -> Select[str, str, str | None]:
-    """Every trait row of a page's profiles; the latest row of a trait last (by seq, then
+    """Every trait row of a page's profiles, in no order.
+
+    No ORDER BY: sorting a page's rows by (seq, received_at) was most of the server's work
+    (Postgres, 2,000 profiles of all traits: 80 ms sorted, 12 ms not). A trait has one row
+    almost always; the reader spots a name seen twice and reads those few profiles again
+    with `traits_in_order`.
+    """
+    return _trait_rows(v, names).where(_of_page(v.traits.c.canonical_segment_id, ranged))
+
+
+def traits_in_order(v: Views, names: Sequence[str] | None) -> Select[str, str, str | None]:
+    """The trait rows of the profiles `:ids`, the latest row of a trait last (by seq, then
     received_at), so that it wins when read in order."""
     t = v.traits
-    query = select(t.c.canonical_segment_id, t.c.name, t.c.value).where(
-        _of_page(t.c.canonical_segment_id, ranged)
+    query = _trait_rows(v, names).where(_of_page(t.c.canonical_segment_id, ranged=False))
+    return query.order_by(t.c.seq, t.c.received_at)
+
+
+def _decoded(value: ColumnElement[str | None]) -> ColumnElement[object]:
+    """The decoding rule in SQL (Postgres 16: `pg_input_is_valid`): an object or array
+    that parses is JSON, `true`/`false` booleans, everything else text."""
+    jsonish = and_(
+        func.left(value, 1).in_(["{", "["]),
+        func.right(value, 1).in_(["}", "]"]),
+        func.pg_input_is_valid(value, literal("json")),
     )
+    return case(
+        (or_(value == "true", value == "false", jsonish), cast(value, JSON)),
+        else_=func.to_json(value),
+    )
+
+
+def _traits_per_profile(
+    v: Views, names: Sequence[str] | None, of_page: ColumnElement[bool]
+) -> Select[str, object, int]:
+    """`(id, traits, rows)` per profile: a JSON object of its decoded traits, and how many
+    trait rows it has (more rows than keys: a name in several rows, read again in order)."""
+    t = v.traits
+    query = select(
+        t.c.canonical_segment_id.label("id"),
+        func.json_object_agg(t.c.name, _decoded(t.c.value)).label("traits"),
+        func.count().label("rows"),
+    ).where(of_page, t.c.name.is_not(None))
     if names is not None:
         query = query.where(t.c.name.in_(list(names)))
-    return query.order_by(t.c.seq, t.c.received_at)
+    return query.group_by(t.c.canonical_segment_id)
+
+
+def traits_json_of(v: Views, names: Sequence[str] | None, *, ranged: bool) -> Select[str | None]:
+    """Postgres 16 and later: a page's traits as one JSON text, an array of `[id, traits,
+    rows]` (`_traits_per_profile`).
+
+    The database applies the decoding rule, so the reader parses one JSON text per page
+    instead of handling ~7-26 rows a profile and decoding each value in Python. Measured
+    on 100,000 profiles' standard traits: 0.6 s of client CPU against 1.1 s for the rows
+    with a text per profile, and one text per page halved the parsing again (12-15 ms a
+    page against 22).
+    """
+    p = _traits_per_profile(v, names, _of_page(v.traits.c.canonical_segment_id, ranged)).subquery(
+        "p"
+    )
+    return select(cast(func.json_agg(func.json_build_array(p.c.id, p.c.traits, p.c.rows)), Text))
+
+
+def backfill_page_json(v: Views, names: Sequence[str] | None, *, limit: int) -> Select[str | None]:
+    """Postgres 16 and later: a whole backfill page, the `limit` profile ids after
+    `:after`, in one statement and one JSON text `[ids, traits, first]`: the ids in order,
+    `traits_json_of`'s array, and `{id: [value, received_at]}`, each profile's first
+    identifier of type `:type` (earliest `received_at`, then `seq`, then value, as
+    `identifiers_of`'s reader picks it).
+
+    Against `profile_ids`, `traits_json_of` and `identifiers_of` (three round trips, ids
+    and identifier rows decoded by SQLAlchemy and chosen in Python), the reader thread's
+    CPU for 100,000 profiles went from ~1.7 s to ~0.8 s (measured with psycopg alone); the
+    database does the same work (~65 ms a page here) while the previous page is mapped.
+    """
+    ids = union(*(_next_ids(t, limit) for t in (v.traits, v.identifiers))).subquery("u")
+    page_ids = select(ids.c.id).order_by(ids.c.id).limit(limit).cte("page_ids")
+    last = select(func.max(page_ids.c.id)).scalar_subquery()
+
+    def of_page(column: Column[str]) -> ColumnElement[bool]:
+        return and_(column > bindparam("after"), column <= last)
+
+    traits = _traits_per_profile(v, names, of_page(v.traits.c.canonical_segment_id)).subquery()
+    i = v.identifiers
+    first = (
+        select(i.c.canonical_segment_id.label("id"), i.c.value, i.c.received_at)
+        .ext(distinct_on(i.c.canonical_segment_id))
+        .where(of_page(i.c.canonical_segment_id), i.c.type == bindparam("type"))
+        .where(i.c.value.is_not(None))
+        .order_by(
+            i.c.canonical_segment_id,
+            i.c.received_at.is_(None),
+            i.c.received_at,
+            func.coalesce(i.c.seq, 0),
+            i.c.value.collate("C"),  # code point order, as Python compares the values
+        )
+        .subquery()
+    )
+    pairs = func.json_build_array(first.c.value, first.c.received_at)
+    parts = (
+        select(func.json_agg(aggregate_order_by(page_ids.c.id, page_ids.c.id))).scalar_subquery(),
+        select(
+            func.json_agg(func.json_build_array(traits.c.id, traits.c.traits, traits.c.rows))
+        ).scalar_subquery(),
+        select(func.json_object_agg(first.c.id, pairs)).scalar_subquery(),
+    )
+    return select(cast(func.json_build_array(*parts), Text))
+
+
+def _next_ids(table: Table, limit: int) -> Select[str]:
+    column = table.c.canonical_segment_id
+    return (
+        select(column.label("id"))
+        .distinct()
+        .where(column > bindparam("after"))
+        .order_by(column)
+        .limit(limit)
+    )
 
 
 def identifiers_of(v: Views, *, ranged: bool) -> Select[str, str, int | None, datetime | None]:
