@@ -12,14 +12,18 @@ from typing import Annotated, NoReturn
 import typer
 
 from migrator.cli_common import (
+    DryRun,
     EnvFile,
+    Full,
     KeepRemoved,
     LogFile,
     MappingOption,
     Metadata,
     NoInput,
+    Offset,
     OutDir,
     Report,
+    Restart,
     SchemaPolicyOption,
     SourceOption,
     Verbose,
@@ -54,39 +58,10 @@ def run(
     env_file: EnvFile = None,
     out_dir: OutDir = Path("."),
     source: SourceOption = None,
-    offset: Annotated[
-        str | None,
-        typer.Option(
-            "--offset",
-            help="Start at this position (a Segment list cursor, or a Profiles Sync position "
-            "from a resume command); overrides the checkpoint.",
-            metavar="CURSOR",
-        ),
-    ] = None,
-    restart: Annotated[
-        bool,
-        typer.Option(
-            "--restart",
-            help="Ignore the checkpoint; start at the first page (also: accept options that "
-            "differ from the stored ones).",
-            metavar="",
-        ),
-    ] = False,
-    full: Annotated[
-        bool,
-        typer.Option(
-            "--full",
-            help="Send every customer, changed or not (also: accept options that differ from "
-            "the stored ones).",
-            metavar="",
-        ),
-    ] = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Read and map; write dry-run.jsonl; send nothing.", metavar=""
-        ),
-    ] = False,
+    offset: Offset = None,
+    restart: Restart = False,
+    full: Full = False,
+    dry_run: DryRun = False,
     metadata: Metadata = None,
     mapping: MappingOption = None,
     schema_policy: SchemaPolicyOption = None,

@@ -252,3 +252,38 @@ def _options(
         env_file=env_file_read(env_file),
         **flags,
     )
+
+
+# -- run's own options -----------------------------------------------------------------------
+
+Offset = Annotated[
+    str | None,
+    typer.Option(
+        "--offset",
+        help="Start at this position (a Segment list cursor, or a Profiles Sync position "
+        "from a resume command); overrides the checkpoint.",
+        metavar="CURSOR",
+    ),
+]
+Restart = Annotated[
+    bool,
+    typer.Option(
+        "--restart",
+        help="Ignore the checkpoint; start at the first page (also: accept options that "
+        "differ from the stored ones).",
+        metavar="",
+    ),
+]
+Full = Annotated[
+    bool,
+    typer.Option(
+        "--full",
+        help="Send every customer, changed or not (also: accept options that differ from "
+        "the stored ones).",
+        metavar="",
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Read and map; write dry-run.jsonl; send nothing.", metavar=""),
+]

@@ -42,41 +42,45 @@ from migrator.views import (
     show_summary,
 )
 
+Profiles = Annotated[
+    int, typer.Option("--profiles", min=1, help="Profiles to generate.", metavar="N")
+]
+SegmentRate = Annotated[
+    int,
+    typer.Option(
+        "--segment-rate", min=1, help="The sandbox space's Segment requests/s.", metavar="N"
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the generated profiles.", metavar="N")]
+DemoOutDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--out-dir",
+        help="Where to write the run's files (default: a new temp dir).",
+        file_okay=False,
+        metavar="DIR",
+    ),
+]
+TypedSchema = Annotated[
+    bool,
+    typer.Option(
+        "--typed-schema/--no-typed-schema",
+        help="Voucherify defines a typed customer metadata schema (number, boolean, date, "
+        'datetime, string array, constraints) and the traits are loosely typed ("34", '
+        '"true", naive date-times, a lone string for an array): every value must be '
+        "converted to land. Default: on.",
+    ),
+]
+
 
 def demo(
-    profiles: Annotated[
-        int, typer.Option("--profiles", min=1, help="Profiles to generate.", metavar="N")
-    ] = 3000,
-    segment_rate: Annotated[
-        int,
-        typer.Option(
-            "--segment-rate", min=1, help="The sandbox space's Segment requests/s.", metavar="N"
-        ),
-    ] = 250,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the generated profiles.", metavar="N")
-    ] = 1,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--out-dir",
-            help="Where to write the run's files (default: a new temp dir).",
-            file_okay=False,
-            metavar="DIR",
-        ),
-    ] = None,
+    profiles: Profiles = 3000,
+    segment_rate: SegmentRate = 250,
+    seed: Seed = 1,
+    out_dir: DemoOutDir = None,
     metadata: Metadata = None,
     source: SourceOption = None,
-    typed_schema: Annotated[
-        bool,
-        typer.Option(
-            "--typed-schema/--no-typed-schema",
-            help="Voucherify defines a typed customer metadata schema (number, boolean, date, "
-            'datetime, string array, constraints) and the traits are loosely typed ("34", '
-            '"true", naive date-times, a lone string for an array): every value must be '
-            "converted to land. Default: on.",
-        ),
-    ] = True,
+    typed_schema: TypedSchema = True,
 ) -> None:
     """Migrate a local sandbox of both APIs and verify every customer. Needs no credentials.
 

@@ -1,15 +1,11 @@
 """The one orchestrator: pages -> profiles -> customers -> batches -> confirmations -> checkpoint.
 
-Everything streams. The source's pages are prefetched into a small queue; profiles that
-must be read one by one (the Profile API) are read concurrently under a bound the source
-sets, profiles that arrive complete (a warehouse) are mapped as they come; customers flow
-into batches of 100 sent while reading goes on, and async actions are settled in the
-background. Backpressure runs the other way: when too many batches wait for Voucherify,
-reading waits. Memory stays flat however many profiles there are.
-
-Each part lives in its own module: `batching` (bodies), `actions` (sending, polling,
-settling), `ledger` (where every profile is accounted for), `checkpoint` (pages settled,
-resume position).
+Everything streams: pages are prefetched into a small queue; profiles read one by one
+(the Profile API) are read concurrently under the source's bound, complete ones (a
+warehouse) are mapped as they come; customers flow into batches of 100 sent while reading
+goes on, and async actions settle in the background. When too many batches wait for
+Voucherify, reading waits, so memory stays flat however many profiles there are. The parts
+live in `batching`, `actions`, `ledger` and `checkpoint`.
 """
 
 from __future__ import annotations
