@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from migrator.entry import Interrupted, install_signal_handlers
+from migrator.entry import Interrupted, install_signal_handlers, raise_if_interrupted
 from migrator.exceptions import LockedError
 from migrator.memory import pin_mmap_threshold
 from migrator.report import iso, write_report
@@ -126,6 +126,7 @@ def execute(
     state store is safe against that too.
     """
     pin_mmap_threshold()
+    raise_if_interrupted()
     sigint = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
 
     async def main() -> T:
@@ -150,6 +151,7 @@ def execute(
         loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
         if sigint:
             loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+        raise_if_interrupted()  # one that came before the loop's handlers were in place
         return await view.run(make(view))
 
     try:

@@ -16,13 +16,39 @@ class Interrupted(BaseException):
     (click turns a KeyboardInterrupt into "Aborted!" and exit 1) mistakes it for an error."""
 
 
+#: The signal received outside the event loop, if any: see `raise_if_interrupted`.
+_received: str | None = None
+
+
 def _interrupted(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+    global _received
+    _received = signal.Signals(signum).name
+    raise Interrupted(_received)
+
+
+def raise_if_interrupted() -> None:
+    """Raise `Interrupted` if a signal came and its exception was lost.
+
+    A handler's exception can land where Python only prints it ("Exception ignored in"):
+    a weakref callback of the import machinery, a `__del__`. The signal is remembered, so
+    the command still stops before its run starts, instead of running to the end.
+    """
+    if _received is not None:
+        raise Interrupted(_received)
+
+
+def _unraisable(info: sys.UnraisableHookArgs) -> None:
+    """An `Interrupted` that lands where it cannot propagate is remembered (see
+    `raise_if_interrupted`), not printed as a traceback."""
+    if isinstance(info.exc_value, Interrupted):
+        return
+    sys.__unraisablehook__(info)
 
 
 def install_signal_handlers() -> None:
     """SIGINT and SIGTERM raise `Interrupted` (a SIGINT ignored by whoever started us, as
     `nohup` does, stays ignored)."""
+    sys.unraisablehook = _unraisable
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)

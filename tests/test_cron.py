@@ -748,3 +748,37 @@ def test_help_reads_cleanly(tmp_path: Path) -> None:
         "--no-identifier SHARE",
     ):
         assert meaning in sandbox.stdout, sandbox.stdout
+
+
+def test_a_signal_whose_exception_python_swallowed_still_stops_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGINT landing in a weakref callback of the import machinery (seen in CI: the
+    resumed run then went on to exit 0) is remembered and stops the run before it starts,
+    and Python's "Exception ignored" traceback is not printed."""
+    import gc
+
+    from migrator import entry
+    from migrator.cli_exec import execute
+    from migrator.views import ProgressView
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    monkeypatch.setattr(entry, "_received", None)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's handlers
+    entry.install_signal_handlers()
+
+    class Dropped:
+        def __del__(self) -> None:
+            entry._interrupted(signal.SIGINT, None)
+
+    Dropped()  # the exception is "ignored": only the unraisable hook sees it
+    gc.collect()
+    assert "Traceback" not in capsys.readouterr().err
+    started = []
+
+    async def work(view: ProgressView) -> None:
+        started.append(True)
+
+    with pytest.raises(entry.Interrupted):
+        execute(ProgressView(), work)
+    assert started == []
