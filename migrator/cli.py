@@ -80,8 +80,7 @@ def run(
     title = "migrator dry run" if dry_run else "migrator run"
     with reporting(report, "dry-run" if dry_run else "run") as rep:
         stored = stored_options(out_dir)
-        overrides = {"MIGRATOR_SOURCE": source.value} if source else {}
-        settings = _settings(rep, env_file, overrides, stored)
+        settings = _settings(rep, env_file, source, stored)
         _setup_logging(rep, log_file, verbose, settings.secrets)
         options = _options(
             rep,
@@ -172,8 +171,7 @@ def retry_failed_command(
     """
     with reporting(report, "retry-failed") as rep:
         stored = stored_options(out_dir)
-        overrides = {"MIGRATOR_SOURCE": source.value} if source else {}
-        settings = _settings(rep, env_file, overrides, stored)
+        settings = _settings(rep, env_file, source, stored)
         _setup_logging(rep, log_file, verbose, settings.secrets)
         options = _options(
             rep, settings, stored, env_file, metadata, mapping, schema_policy, keep_removed

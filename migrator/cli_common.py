@@ -169,13 +169,14 @@ def _confirm(question: str) -> bool:
 def _settings(
     rep: CommandReport,
     env_file: Path | None,
-    overrides: dict[str, str],
+    source: SourceName | None,
     stored: dict[str, Any] | None,
 ) -> Settings:
-    """The environment over `.env` over the options stored in --out-dir, then `overrides`."""
+    """The environment over `.env` over the options stored in --out-dir; `--source` over all."""
     try:
         env = read_environment(env_file, stored_defaults(stored))
-        env.update(overrides)
+        if source is not None:
+            env["MIGRATOR_SOURCE"] = source.value
         return load_settings(env)
     except ConfigError as exc:
         fail(rep, EXIT_CONFIG, "config_error", exc)

@@ -182,8 +182,7 @@ def mapping_check(
     per target field, how many are filled, coerced, dropped or would be rejected, and why.
     Nothing is sent."""
     with reporting(None, "mapping check") as rep:
-        overrides = {"MIGRATOR_SOURCE": source.value} if source else {}
-        settings = _settings(rep, env_file, overrides, None)
+        settings = _settings(rep, env_file, source, None)
         _setup_logging(rep, None, False, settings.secrets)
         options = _options(rep, settings, None, env_file, metadata, mapping, schema_policy, False)
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from migrator.config import RunOptions, Settings, load_settings
 from migrator.mapping import MetadataMode
-from migrator.outputs import FAILURES_FILE, NO_IDENTIFIER_FILE
+from migrator.outputs import DUPLICATES_FILE, FAILURES_FILE, NO_IDENTIFIER_FILE
 from migrator.result import RunResult
 from migrator.runner import OnStart, run_migration
 from migrator_sandbox.generator import ProfileGenerator
@@ -27,9 +27,6 @@ from migrator_sandbox.warehouse import WarehouseCheck
 
 #: The demo's Voucherify plan: Organization (2,000 requests/minute).
 DEMO_VOUCHERIFY_RATE = 2000
-#: Where the migrator lists profiles whose identifier another profile owns (issue 11);
-#: header ``source_id,segment_id,owner_segment_id``. No file: none listed.
-DUPLICATES_FILE = "duplicate-identifiers.csv"
 
 
 @dataclass
