@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
@@ -57,14 +59,33 @@ def make_private(path: Path) -> None:
 
 def open_private(path: Path, mode: str, *, newline: str | None = None) -> IO[str]:
     """`open(path, mode)` for text ("w" or "a"), the file being 0600."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
-    fd = os.open(path, flags, PRIVATE_FILE)
+    fd = _open_private_fd(path, mode)
     try:
-        _restrict(fd)
         return open(fd, mode, newline=newline, encoding="utf-8")  # noqa: SIM115 - returned
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_private_bytes(path: Path, mode: str) -> IO[bytes]:
+    """`open(path, mode + "b")` ("w" or "a"), the file being 0600."""
+    fd = _open_private_fd(path, mode)
+    try:
+        return open(fd, mode + "b")  # noqa: SIM115 - returned
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_private_fd(path: Path, mode: str) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    fd = os.open(path, flags, PRIVATE_FILE)
+    try:
+        _restrict(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def make_files_private(out_dir: Path) -> None:
@@ -86,6 +107,21 @@ def _restrict(fd: int) -> None:
 #: every call: `dumps` with options builds a new encoder each time, a few percent of a
 #: warehouse dry run, which writes one line per profile (measured).
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def json_bytes(value: Any) -> bytes:
+    """`compact_json(value).encode()`: a request body, or a dry-run line without its newline.
+
+    orjson writes it about ten times faster (4.6 -> 0.4 µs for a customer, measured on the
+    sandbox's profiles), and a dry run writes one per profile, a run one per customer. It
+    refuses what Python's encoder takes (ints past 64 bits, keys that are not text), and
+    then that encoder writes it. The one difference in the text: a float such as 1e-07 is
+    written 1e-7, the same number.
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return compact_json(value).encode()
 
 
 def _json_line(record: Any) -> str:
@@ -128,10 +164,10 @@ class OutputFiles:
             handle.write(_json_line(record))
 
     def start_dry_run(self) -> None:
-        self._dry_run_handle = open_private(self.dry_run, "w")
+        self._dry_run_handle = open_private_bytes(self.dry_run, "w")
 
     def append_dry_run(self, payload: dict[str, Any]) -> None:
-        self._dry_run_handle.write(_json_line(payload))
+        self._dry_run_handle.write(json_bytes(payload) + b"\n")
 
     def close(self) -> None:
         if self._dry_run_handle is not None:

@@ -26,7 +26,7 @@ from migrator.ledger import Ledger, follow_sent
 from migrator.logs import keeps_details
 from migrator.mapping import Mapped, map_profile
 from migrator.outcome import Counts, RunStopped, stop_cause
-from migrator.outputs import compact_json
+from migrator.outputs import json_bytes
 from migrator.schema import MetadataSchema, SchemaReport, apply_schema
 from migrator.sources import Page, Profile, ProfileUnreadable, Source
 from migrator.state import StateStore
@@ -230,7 +230,7 @@ class Pipeline:
         if payload is None:
             self.tracker.settle(page)
             return
-        body = compact_json(payload).encode()
+        body = json_bytes(payload)
         item = Item(page, segment_id, source_id, payload, body, prints)
         if not fits_alone(body):
             self._failed(item, "customer is larger than the 10 MB bulk limit")

@@ -110,6 +110,7 @@ class StateStore(ListsMixin):
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / STATE_FILE
         self._prefetched = Prefetched()
+        self._owners_due = {}
         try:
             self._db = sqlite3.connect(self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -121,7 +122,7 @@ class StateStore(ListsMixin):
                 table: bool(
                     self._db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]
                 )
-                for table in ("no_identifier", "duplicates", "customers")
+                for table in ("no_identifier", "duplicates", "customers", "failures")
             }
         except sqlite3.DatabaseError as exc:
             raise StateDamaged(self.path, exc) from None
@@ -146,7 +147,7 @@ class StateStore(ListsMixin):
             )
 
     def close(self) -> None:
-        self._db.commit()
+        self.commit()
         self._db.close()
 
     def __enter__(self) -> StateStore:
@@ -156,6 +157,7 @@ class StateStore(ListsMixin):
         self.close()
 
     def commit(self) -> None:
+        self._flush_owners()
         self._db.commit()
 
     # -- runs -------------------------------------------------------------------------
@@ -165,7 +167,7 @@ class StateStore(ListsMixin):
             "INSERT INTO runs (command, started_at, start_cursor) VALUES (?, ?, ?)",
             (command, time.time(), start_cursor),
         )
-        self._db.commit()
+        self.commit()
         return int(cur.lastrowid or 0)
 
     def finish_run(self, run_id: int, outcome: str, counts: dict[str, Any]) -> None:
@@ -173,7 +175,7 @@ class StateStore(ListsMixin):
             "UPDATE runs SET ended_at = ?, outcome = ?, counts = ? WHERE id = ?",
             (time.time(), outcome, json.dumps(counts), run_id),
         )
-        self._db.commit()
+        self.commit()
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         rows = self._db.execute(
@@ -198,7 +200,7 @@ class StateStore(ListsMixin):
         self._db.execute(
             "UPDATE runs SET outcome = 'killed' WHERE outcome = 'running' AND ended_at IS NULL"
         )
-        self._db.commit()
+        self.commit()
 
     # -- checkpoint -------------------------------------------------------------------
 
@@ -214,7 +216,7 @@ class StateStore(ListsMixin):
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('checkpoint', ?)",
             (json.dumps({"cursor": cursor, "run_id": run_id, "source": source}),),
         )
-        self._db.commit()
+        self.commit()
 
     # -- watermark: where the next incremental read starts, moved only by a completed run --
 
@@ -232,11 +234,11 @@ class StateStore(ListsMixin):
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 (f"watermark:{source}", value),
             )
-        self._db.commit()
+        self.commit()
 
     def clear_checkpoint(self) -> None:
         self._db.execute("DELETE FROM meta WHERE key = 'checkpoint'")
-        self._db.commit()
+        self.commit()
 
     # -- the options that shape what is written (source, metadata, identifier, mapping) --
     # Stored with the checkpoint and kept after it, for the next run and retry-failed.
@@ -253,7 +255,7 @@ class StateStore(ListsMixin):
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('options', ?)",
                 (json.dumps(options, sort_keys=True),),
             )
-        self._db.commit()
+        self.commit()
 
     # -- customers --------------------------------------------------------------------
 
@@ -332,7 +334,7 @@ class StateStore(ListsMixin):
             "VALUES (?, ?, ?, ?)",
             (action_id, run_id, time.time(), json.dumps(items, ensure_ascii=False)),
         )
-        self._db.commit()
+        self.commit()
 
     def forget_sent(self, action_id: str) -> None:
         self._db.execute("DELETE FROM sent_batches WHERE action_id = ?", (action_id,))

@@ -13,6 +13,9 @@ from typing import Any
 
 #: `WHERE key IN (SELECT value FROM json_each(?))`: any number of keys as one parameter.
 IN_JSON = "(SELECT value FROM json_each(?))"
+#: Owners held back at most (`ListsMixin._owners_due`): a source read profile by profile
+#: has no chunks, so its owners go out at the next commit or at this many.
+OWNERS_DUE_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,23 @@ class ListsMixin:
     _prefetched: Prefetched
     #: Whether a table may hold rows (False: known empty, nothing to look up or delete).
     _listed: dict[str, bool]
+    #: Owners claimed and not yet in the table: source_id -> (segment_id, seen).
+    #:
+    #: Written behind, one `executemany` per chunk, before any statement reads the table
+    #: and before every commit. One INSERT per profile was ~10% of a 100,000-profile
+    #: warehouse dry run's CPU (measured with py-spy); the batch costs a fifth of that.
+    _owners_due: dict[str, tuple[str, str]]
+
+    def _flush_owners(self) -> None:
+        if self._owners_due:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO owners (source_id, segment_id, seen) VALUES (?, ?, ?)",
+                [(source_id, *owner) for source_id, owner in self._owners_due.items()],
+            )
+            self._owners_due.clear()
 
     def _prefetch_lists(self, segment_ids: Collection[str], source_ids: Collection[str]) -> None:
+        self._flush_owners()
         found = self._prefetched
         found.owners = dict.fromkeys(source_ids)
         for source_id, segment_id, seen in self._db.execute(
@@ -86,6 +104,9 @@ class ListsMixin:
         return {r[0] for r in self._db.execute(query, keys)}
 
     def _owner(self, source_id: str) -> tuple[str, str] | None:
+        due = self._owners_due.get(source_id)
+        if due is not None:
+            return due
         owners = self._prefetched.owners
         if source_id in owners:
             return owners[source_id]
@@ -97,6 +118,7 @@ class ListsMixin:
     # -- failures ---------------------------------------------------------------------
 
     def record_failure(self, failure: Failure, run_id: int) -> None:
+        self._listed["failures"] = True
         self._db.execute(
             "INSERT OR REPLACE INTO failures (segment_id, source_id, error, payload, run_id, "
             "failed_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -113,6 +135,8 @@ class ListsMixin:
         )
 
     def clear_failure(self, segment_id: str) -> None:
+        if not self._listed["failures"]:
+            return  # no failure recorded: no statement per profile
         self._db.execute("DELETE FROM failures WHERE segment_id = ?", (segment_id,))
 
     def failures(self) -> Iterator[Failure]:
@@ -141,10 +165,9 @@ class ListsMixin:
             return segment_id  # the usual case on a rerun: nothing to write
         seen = seen_key()
         if row is None or (seen, segment_id) < (row[1], row[0]):
-            self._db.execute(
-                "INSERT OR REPLACE INTO owners (source_id, segment_id, seen) VALUES (?, ?, ?)",
-                (source_id, segment_id, seen),
-            )
+            self._owners_due[source_id] = (segment_id, seen)
+            if len(self._owners_due) >= OWNERS_DUE_MAX:
+                self._flush_owners()
             found = self._prefetched
             if source_id in found.owners:
                 found.owners[source_id] = (segment_id, seen)
@@ -174,6 +197,7 @@ class ListsMixin:
 
     def transfer_owner(self, segment_id: str, survivor: str) -> None:
         """`segment_id` was merged into `survivor`: what it owned, the survivor owns."""
+        self._flush_owners()
         self._db.execute(
             "UPDATE owners SET segment_id = ? WHERE segment_id = ?", (survivor, segment_id)
         )

@@ -241,7 +241,9 @@ def test_no_secret_reaches_the_state_file(tmp_path: Path) -> None:
 
 
 def _tables(state: StateStore) -> dict[str, list[tuple[object, ...]]]:
-    """What the store's own connection sees, uncommitted writes included."""
+    """What the store's own connection sees, uncommitted writes included, once the owners
+    it holds back are written (as every commit does)."""
+    state._flush_owners()
     return {
         table: sorted(state._db.execute(f"SELECT {columns} FROM {table}").fetchall())
         for table, columns in (
@@ -293,3 +295,21 @@ def test_prefetched_answers_are_the_answers_without_it(
                 state.transfer_owner(segment, survivor)
         assert answers[:1] == answers[1:], (op, segment, source)
         assert _tables(plain) == _tables(fetched), (op, segment, source)
+
+
+def test_owners_held_back_are_seen_by_later_claims_and_reach_the_file(tmp_path: Path) -> None:
+    """Owners are written behind (one statement per chunk): a claim must still see the
+    owners claimed before it, and closing the store must leave every owner in the file."""
+    state = StateStore(tmp_path)
+    assert state.claim("src", "seg2", lambda: "2", 1) == "seg2"
+    assert state.claim("src", "seg1", lambda: "1", 1) == "seg1"  # got it earlier: owns it
+    assert state.claim("src", "seg3", lambda: "3", 1) == "seg1"
+    for n in range(1500):  # past the bound: some go out before any commit
+        state.claim(f"other{n}", f"profile{n}", lambda: "0", 1)
+    state.close()
+    with sqlite3.connect(tmp_path / STATE_FILE) as db:
+        assert db.execute("SELECT COUNT(*) FROM owners").fetchone()[0] == 1501
+    reopened = StateStore(tmp_path)
+    assert reopened.claim("src", "seg3", lambda: "3", 1) == "seg1"
+    assert sorted(reopened.duplicates()) == [("src", "seg2", "seg1"), ("src", "seg3", "seg1")]
+    reopened.close()
