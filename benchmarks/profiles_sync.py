@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             fake = throughput.Result(scenario, big)
             fake.bulk, fake.polls = writes.bulk, throughput._polls(stats)
             paced = throughput.Scenario(**{**scenario.__dict__, "voucherify_rate": RATE})
-            throughput._voucherify_pacing(fake, paced, run, stats)
+            throughput._voucherify_pacing(fake, paced, stats)
             writes.writes_share = fake.write_share
             writes.notes += fake.notes
             share_ok = writes.writes_share is not None and writes.writes_share >= 0.95

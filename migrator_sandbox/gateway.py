@@ -106,6 +106,11 @@ def _count(sandbox: Sandbox, segment: bool, route: str) -> None:
     stats.voucherify_last_request_at = now
     if route == "voucherify.bulk":
         stats.bulk_requests += 1
+        stats.last_bulk_at = now
+        endpoints = stats.voucherify_endpoints
+        stats.polls_before_last_bulk = (
+            endpoints["voucherify.actions"] + endpoints["voucherify.action"]
+        )
 
 
 async def _answer(

@@ -52,6 +52,10 @@ class SandboxStats:
     voucherify_last_request_at: float | None = None
     voucherify_endpoints: Counter[str] = field(default_factory=Counter)
     bulk_requests: int = 0
+    #: When the last bulk request came, and the polls (list and read calls) before it:
+    #: the exact end of a run's write window (benchmarks/throughput.py).
+    last_bulk_at: float | None = None
+    polls_before_last_bulk: int = 0
     bulk_accepted: int = 0
     bulk_rejected: int = 0
     customers_received: int = 0

@@ -3,7 +3,7 @@ values (docs/profiles-sync.md), the latest row of a trait, the first identifier.
 
 Two shapes come in: rows (every warehouse: a row per trait, a row per identifier) and,
 on Postgres 16 and later, JSON the database built with the same rules
-(`profiles_sync_sql.traits_json_of`, `backfill_page_json`). Either way, a profile with a
+(`profiles_sync_sql.traits_json_of`, `page_body_json`). Either way, a profile with a
 trait name in several rows is read again in order (`apply_in_order`).
 """
 
