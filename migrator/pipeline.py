@@ -28,7 +28,7 @@ from migrator.mapping import Mapped, map_profile
 from migrator.outcome import Counts, RunStopped, stop_cause
 from migrator.outputs import json_bytes
 from migrator.schema import MetadataSchema, SchemaReport, apply_schema
-from migrator.sources import Page, Profile, ProfileUnreadable, Source
+from migrator.sources import Page, Profile, ProfileUnreadable, Source, after_first
 from migrator.state import StateStore
 from migrator.voucherify import VoucherifyClient
 
@@ -81,6 +81,9 @@ class Pipeline:
 
     async def run(self) -> Counts:
         """Migrate every page from the checkpoint on; raises `RunStopped` if it cannot go on."""
+        pages = self.source.pages(self.checkpoint.position)
+        # The first page is read while Voucherify is asked: the first write leaves sooner.
+        first = asyncio.ensure_future(anext(pages, None))
         try:
             await self._preflight()  # a dry run too: it reports what the schema would do
             async with asyncio.TaskGroup() as tasks:
@@ -99,7 +102,7 @@ class Pipeline:
                 self._watcher, self._batcher = watcher, batcher
                 poller = tasks.create_task(watcher.poll())
                 try:
-                    await self._read_all(self.source.pages(self.checkpoint.position))
+                    await self._read_all(after_first(first, pages))
                     batcher.flush()
                     await self.tracker.finished.wait()
                 finally:
@@ -112,6 +115,8 @@ class Pipeline:
             self.state.commit()
             raise RunStopped(cause, self.checkpoint.position) from None
         finally:
+            first.cancel()  # if reading never started: nothing lost, nothing left running
+            await asyncio.gather(first, return_exceptions=True)
             self.state.commit()
             self.summarise()
         return self.counts
@@ -200,18 +205,13 @@ class Pipeline:
                 self.ledger.failed(segment_id, None, str(exc), None)
                 self.tracker.settle(page)
                 return
-            await self._migrate(page, profile)
+            await self._migrate(page, profile, self._map(profile))
         finally:
             self._readers.release()
 
-    async def _migrate(
-        self, page: TrackedPage, profile: Profile, mapped: Mapped | None = None
-    ) -> None:
-        """Map one profile (unless given mapped), and send its customer unless nothing
-        changed."""
+    async def _migrate(self, page: TrackedPage, profile: Profile, mapped: Mapped) -> None:
+        """Send one mapped profile's customer unless nothing changed."""
         self.counts.profiles_read += 1
-        if mapped is None:
-            mapped = self._map(profile)
         customer = self._owned_customer(profile, mapped)
         if customer is None:
             self.tracker.settle(page)

@@ -542,6 +542,25 @@ def test_a_per_minute_limit_keeps_jitter_room_but_no_more(per_minute: int) -> No
     assert limiter.rate * 60.0 >= 0.97 * per_minute
 
 
+async def test_a_per_minute_limiter_starts_at_its_pace() -> None:
+    """A per-minute limit has no start ramp (it only cost writes: a quarter of a second's
+    requests), and still no more than the limit in any window plus jitter."""
+    limiter = make_limiter(2000, 60.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    stamps: list[float] = []
+
+    async def worker() -> None:
+        while loop.time() - start < 0.5:
+            await limiter.acquire()
+            stamps.append(loop.time() - start)
+
+    await asyncio.gather(*(worker() for _ in range(20)))
+    first_half_second = sum(1 for stamp in stamps if stamp < 0.5)
+    assert first_half_second >= 0.9 * limiter.rate * 0.5, first_half_second  # ramp: ~0.62
+    assert first_half_second <= limiter.capacity + limiter.rate * 0.5 + 1
+
+
 async def test_a_per_minute_limiter_catches_up_releases_the_loop_runs_late() -> None:
     """At 2,000/min the bucket releases a request every 30 ms; asyncio runs each release a
     little late (a busy loop, millisecond timeouts). With room for one request that

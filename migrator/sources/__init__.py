@@ -3,6 +3,6 @@ positions (a Profile API list cursor, a warehouse keyset), the pipeline knows no
 
 from __future__ import annotations
 
-from migrator.sources.base import Merge, Page, Profile, ProfileUnreadable, Source
+from migrator.sources.base import Merge, Page, Profile, ProfileUnreadable, Source, after_first
 
-__all__ = ["Merge", "Page", "Profile", "ProfileUnreadable", "Source"]
+__all__ = ["Merge", "Page", "Profile", "ProfileUnreadable", "Source", "after_first"]

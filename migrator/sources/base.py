@@ -10,6 +10,7 @@ returns many profiles at once).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
@@ -87,3 +88,15 @@ class Source(Protocol):
     def watermark(self) -> str | None:
         """What the next run starts after, once this one completes (None: always read all)."""
         ...
+
+
+async def after_first(
+    first: asyncio.Future[Page | None], pages: AsyncIterator[Page]
+) -> AsyncIterator[Page]:
+    """The page `first` read ahead (None: there was none), then the rest of `pages`."""
+    page = await first
+    if page is None:
+        return
+    yield page
+    async for page in pages:
+        yield page
