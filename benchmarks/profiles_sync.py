@@ -53,6 +53,7 @@ class Row:
     writes_share: float | None = None
     peak_rss: float = 0.0
     cpu: float = 0.0
+    host_ms: float = 0.0  # throughput.calibrate() just before the run (lower: faster host)
     verified: str = "-"
     target: str = "-"
     notes: list[str] = field(default_factory=list)
@@ -159,6 +160,7 @@ def warehouse(postgres: Postgres, profiles: int, seed: int) -> str:
 
 
 def dry_run(row: Row, sandbox: Sandbox, url: str, schema: str, work: Path) -> None:
+    row.host_ms = throughput.calibrate()
     run, report = migrate(sandbox, url, schema, work, "--dry-run")
     counts = report["counts"]
     row.read = counts["profiles_read"]
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
             writes = Row("ps-writes", big)
             throughput._post(sandbox.url + "/_sandbox/reset-stats")
+            writes.host_ms = throughput.calibrate()
             run, report = migrate(sandbox, url, schema_big, work / "real", rate=RATE)
             stats = sandbox.stats()
             writes.elapsed = report["counts"]["elapsed_seconds"]
@@ -269,6 +272,7 @@ def render(rows: list[Row], markdown: bool) -> str:
         "writes/budget",
         "peak RSS MB",
         "CPU s",
+        "host ms",
         "verified",
         "target",
     ]
@@ -285,6 +289,7 @@ def render(rows: list[Row], markdown: bool) -> str:
                 "-" if r.writes_share is None else f"{r.writes_share:.1%}",
                 f"{r.peak_rss:.1f}",
                 f"{r.cpu:.1f}",
+                f"{r.host_ms:.0f}" if r.host_ms else "-",
                 r.verified,
                 r.target,
             ]
