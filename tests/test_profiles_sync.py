@@ -29,7 +29,7 @@ from migrator.outputs import MERGED_FILE
 from migrator.result import RunResult
 from migrator.runner import run_migration
 from migrator.sources import profiles_sync_sql as sql
-from migrator.sources.profiles_sync import ProfilesSyncSource
+from migrator.sources.profiles_sync import PAGE_SIZE, ProfilesSyncSource
 from migrator.sources.profiles_sync_decode import decode
 from migrator_sandbox.generator import ProfileGenerator
 from migrator_sandbox.server import ThreadedSandbox
@@ -306,12 +306,20 @@ def test_pages_cover_every_profile_once_in_order_and_resume_from_a_position(
     assert half + rest == everything
 
 
-def _read_all(url: str, traits: Any, *, json_traits: bool | None) -> dict[str, Any]:
+def _read_all(
+    url: str, traits: Any, *, json_traits: bool | None, page_size: int = PAGE_SIZE
+) -> dict[str, Any]:
     """Every profile through the source's pages; `json_traits=False`: the portable rows."""
 
     async def go() -> dict[str, Any]:
         source = ProfilesSyncSource(
-            url, SCHEMA, identifier="user_id", traits=traits, watermark=None, full=True
+            url,
+            SCHEMA,
+            identifier="user_id",
+            traits=traits,
+            watermark=None,
+            full=True,
+            page_size=page_size,
         )
         found: dict[str, Any] = {}
         async with source:
@@ -373,6 +381,37 @@ def test_a_trait_in_several_rows_reads_its_latest_and_a_null_removes_it(
     for segment_id, profile in read.items():
         kept = {k: v for k, v in expected[segment_id].items() if v is not None}
         assert dict(profile.traits) == kept, segment_id
+
+
+@pytest.mark.parametrize("json_traits", [True, False], ids=["decoded-in-sql", "rows"])
+def test_numbers_past_64_bits_and_odd_json_are_read_exactly(
+    warehouse: Warehouse, json_traits: bool
+) -> None:
+    """Postgres 16's pages are parsed by orjson, which would read an integer past 64 bits
+    as a float: the database flags such a page, and Python's decoder reads it; a text
+    orjson refuses (a lone surrogate escape, 1e400) is read by Python's decoder too."""
+    ids = _profile_ids(warehouse.engine)
+    values = {
+        ids[7]: '{"n": 123456789012345678901234567890, "m": [-98765432109876543210]}',
+        ids[20]: '{"small": 12345, "f": 0.30000000000000004, "e": 1e-7}',
+        ids[40]: '{"s": "\\ud83c", "big": 1e400}',
+    }
+    with warehouse.engine.begin() as conn:
+        for segment_id, value in values.items():
+            conn.execute(
+                text(
+                    f"INSERT INTO {SCHEMA}.user_traits (canonical_segment_id, name, value, seq, "
+                    "received_at, uuid_ts) SELECT :id, 'odd_json', :v, 0, max(received_at) + "
+                    f"make_interval(hours => 1), now() FROM {SCHEMA}.user_traits"
+                ),
+                {"id": segment_id, "v": value},
+            )
+    # Pages of 5: the odd profile's page does not take the others to Python's decoder.
+    read = _read_all(warehouse.url, None, json_traits=json_traits, page_size=5)
+    for segment_id, value in values.items():
+        assert read[segment_id].traits["odd_json"] == decode(value), segment_id
+    assert read[ids[7]].traits["odd_json"]["n"] == 123456789012345678901234567890
+    assert type(read[ids[7]].traits["odd_json"]["n"]) is int
 
 
 def test_the_database_decodes_values_as_decode_does(warehouse: Warehouse) -> None:

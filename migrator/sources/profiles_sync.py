@@ -260,7 +260,7 @@ class ProfilesSyncSource:
                 # temporary files (4 MB, the default, spilled; 175 -> 150 ms a page here).
                 conn.exec_driver_sql(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
                 text = conn.execute(self._body_query, params).scalar()
-                traits, first = json.loads(text or "[null, null]")
+                _, traits, first = decoding.page_json(text or "[false, null, null]")
                 by_id: dict[str, dict[str, Any]] = {i: {} for i in ids}
                 self._read_again(conn, by_id, decoding.traits_from_json(traits or (), by_id))
         except DBAPIError as exc:
