@@ -135,6 +135,9 @@ class ActionWatcher:
                 watched = self._watched.pop(action_id)
                 self._permits.release()
                 self._final(action_id, watched.batch, action)
+                # Settling a batch writes its customers to the state file (a few ms): let
+                # the limiter release its next request between two, not after all of them.
+                await asyncio.sleep(0)
 
     def _final(self, action_id: str, batch: Batch, action: dict[str, Any]) -> None:
         if action["status"] == "FAILED":
