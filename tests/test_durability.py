@@ -54,6 +54,9 @@ class Run:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # As a terminal would: a suite started in the background (nohup, `&` in a
+            # script) ignores SIGINT, the child would inherit that, and Ctrl-C do nothing.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.stdout = self.stderr = ""
 
