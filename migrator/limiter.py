@@ -43,13 +43,15 @@ class Limiter:
 
     A run starts without a burst: the bucket starts full, and its rate ramps up from
     `START_SHARE` to all of it over the first `RAMP_SECONDS`, so the first second lets
-    through at most `capacity + 0.75 * rate`. A limiter of a long window (`make_limiter`)
-    has no ramp: its `capacity` is a sliver of the window, and a ramp only cost a run a
-    quarter of a second's requests (8 of 2,000 a minute, 0.8% of the writes when polls
-    take half the budget). Starting empty, at full rate, let `capacity`
+    through at most `capacity + 0.75 * rate`. Starting empty, at full rate, let `capacity`
     requests out at once when the first page of ids arrived, and the time the first
     requests spent opening connections bunched them with the next ones: a strict
     one-second window at 1,000 requests/s answered ~17 429s in every run's first second.
+
+    With `ramp=False` (a long window, `make_limiter`) the bucket starts empty at its full
+    rate: its `capacity` is a sliver of the window, and a ramp only cost a run a quarter
+    of a second's requests (8 of 2,000 a minute, 0.8% of the writes when polls take half
+    the budget).
     """
 
     def __init__(self, capacity: float, rate: float, *, ramp: bool = True) -> None:
@@ -135,8 +137,8 @@ def make_limiter(requests: float, per_seconds: float) -> Limiter:
     `Limiter`). The rate is `HEADROOM` of the limit, or, on long windows where that reserve
     is more than jitter needs, as much as keeps `capacity + rate * (window +
     MAX_JITTER_SECONDS)` within the limit. On such a window the bucket also holds
-    `CATCH_UP_SECONDS` of the rate (see there), starts empty and does not ramp: even a
-    full bucket at the start keeps any window within the limit.
+    `CATCH_UP_SECONDS` of the rate (see there), starts empty and does not ramp: the ramp
+    guards a one-second window, and on a long one even a full bucket stays within it.
     """
     capacity = max(1.0, requests / per_seconds * 0.02)
     headroom = requests * HEADROOM / per_seconds

@@ -17,7 +17,13 @@ from tenacity import RetryCallState
 from migrator import http
 from migrator.exceptions import AccountError, ApiError, RequestRejected, RetryableError
 from migrator.http import RETRY_RECORD, RUN_RETRIES, ApiClient, MalformedResponse, _retry_after
-from migrator.limiter import CATCH_UP_SECONDS, MAX_JITTER_SECONDS, RAMP_SECONDS, make_limiter
+from migrator.limiter import (
+    CATCH_UP_SECONDS,
+    MAX_JITTER_SECONDS,
+    RAMP_SECONDS,
+    Limiter,
+    make_limiter,
+)
 from migrator.outcome import Counts
 from migrator.segment import basic_auth
 
@@ -478,6 +484,22 @@ async def test_limiter_never_exceeds_the_sliding_window(
     assert per_window >= 0.9 * requests
 
 
+async def _release_times(limiter: Limiter, *, seconds: float, workers: int) -> list[float]:
+    """When each request left, in seconds from the start, sorted: `workers` callers taking
+    the limiter in a loop for `seconds`."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    stamps: list[float] = []
+
+    async def worker() -> None:
+        while loop.time() - start < seconds:
+            await limiter.acquire()
+            stamps.append(loop.time() - start)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return sorted(stamps)
+
+
 @pytest.mark.parametrize("per_second", [100, 1000, 5000])
 async def test_the_limiter_starts_without_a_burst_and_reaches_its_pace_in_a_second(
     per_second: int,
@@ -487,17 +509,7 @@ async def test_the_limiter_starts_without_a_burst_and_reaches_its_pace_in_a_seco
     full rate let `capacity` requests out at once: with the first connections' set-up
     bunching them, ~17 429s in every run's first second at 1,000 requests/s."""
     limiter = make_limiter(per_second, 1.0)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    stamps: list[float] = []
-
-    async def worker() -> None:
-        while loop.time() - start < 1.6:
-            await limiter.acquire()
-            stamps.append(loop.time() - start)
-
-    await asyncio.gather(*(worker() for _ in range(200)))
-    stamps.sort()
+    stamps = await _release_times(limiter, seconds=1.6, workers=200)
     for count, stamp in enumerate(stamps, start=1):
         if stamp > 1.0:
             break
@@ -546,16 +558,7 @@ async def test_a_per_minute_limiter_starts_at_its_pace() -> None:
     """A per-minute limit has no start ramp (it only cost writes: a quarter of a second's
     requests), and still no more than the limit in any window plus jitter."""
     limiter = make_limiter(2000, 60.0)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    stamps: list[float] = []
-
-    async def worker() -> None:
-        while loop.time() - start < 0.5:
-            await limiter.acquire()
-            stamps.append(loop.time() - start)
-
-    await asyncio.gather(*(worker() for _ in range(20)))
+    stamps = await _release_times(limiter, seconds=0.5, workers=20)
     first_half_second = sum(1 for stamp in stamps if stamp < 0.5)
     assert first_half_second >= 0.9 * limiter.rate * 0.5, first_half_second  # ramp: ~0.62
     assert first_half_second <= limiter.capacity + limiter.rate * 0.5 + 1
