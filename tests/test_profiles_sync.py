@@ -421,6 +421,7 @@ def test_the_database_decodes_values_as_decode_does(warehouse: Warehouse) -> Non
         "plain", "007", "1.0", "34", "true", "false", "True", "null", "", " ", "[x", "{x}",
         "[1, 2]", '{"a": {"b": [true, null]}}', "[]", "{}", "[NaN]", "[1] ", " [1]",
         '"quoted"', "{\"a\": 1, \"a\": 2}", "Zoë 🎉", "[\"\\u00e9\"]",
+        '{"p": "50%_"}', "{50%}", "[é]", '["é"]',
     ]  # fmt: skip
     segment_id = _profile_ids(warehouse.engine)[0]
     with warehouse.engine.begin() as conn:

@@ -61,11 +61,15 @@ def decode(value: str | None) -> Any:
 
 
 def traits_from_json(page: Iterable[Sequence[Any]], by_id: dict[str, Any]) -> list[str]:
-    """Fill `by_id` from `[id, traits, rows]` (values decoded by the database); returns the
-    ids to read again in order: more rows than keys means a name in several rows, of
-    which the database kept any."""
+    """Fill `by_id` from `[id, texts, decoded, rows]` (the text values and the values the
+    database decoded, either null when there are none); returns the ids to read again in
+    order: more rows than keys means a name in several rows, of which the database kept
+    any."""
     again = []
-    for segment_id, traits, rows in page:
+    for segment_id, texts, decoded, rows in page:
+        traits = texts if texts is not None else {}
+        if decoded is not None:
+            traits.update(decoded)  # a fresh object from the parser: nobody else holds it
         if len(traits) < rows:
             again.append(segment_id)
         elif None in traits.values():  # a trait set to null: it has no value
