@@ -121,6 +121,7 @@ class StateStore(ListsMixin):
         self.path = out_dir / STATE_FILE
         self._prefetched = Prefetched()
         self._owners_due = {}
+        self._no_identifier_due = []
         try:
             self._db = sqlite3.connect(self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -167,7 +168,7 @@ class StateStore(ListsMixin):
         self.close()
 
     def commit(self) -> None:
-        self._flush_owners()
+        self._flush_due()
         self._db.commit()
 
     # -- runs -------------------------------------------------------------------------

@@ -243,7 +243,7 @@ def test_no_secret_reaches_the_state_file(tmp_path: Path) -> None:
 def _tables(state: StateStore) -> dict[str, list[tuple[object, ...]]]:
     """What the store's own connection sees, uncommitted writes included, once the owners
     it holds back are written (as every commit does)."""
-    state._flush_owners()
+    state._flush_due()
     return {
         table: sorted(state._db.execute(f"SELECT {columns} FROM {table}").fetchall())
         for table, columns in (
