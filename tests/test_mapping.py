@@ -728,6 +728,31 @@ def test_strip_nulls(value: Any, expected: Any) -> None:
     assert value == before  # the input is not mutated
 
 
+def _strip_nulls_reference(value: Any) -> Any:
+    """The rule as first written, one call per value."""
+    if isinstance(value, dict):
+        return {k: _strip_nulls_reference(v) for k, v in value.items() if not _null(v)}
+    if isinstance(value, list):
+        return [_strip_nulls_reference(v) for v in value if not _null(v)]
+    return value
+
+
+def _null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=2), inner),
+    max_leaves=20,
+)
+
+
+@given(_JSONISH)
+def test_strip_nulls_is_the_rule_as_first_written(value: Any) -> None:
+    assert repr(strip_nulls(value)) == repr(_strip_nulls_reference(value))
+
+
 # --------------------------------------------------------------------------- order & purity
 
 FULL_TRAITS: dict[str, Any] = {
