@@ -133,6 +133,14 @@ def normalize_birthdate(value: Any) -> str | None:
     The date is taken as written (no time-zone shift): a birthdate is a calendar day,
     not an instant. The date must exist (1990-02-30 does not) and the year be 0001-9999.
     """
+    if type(value) is str and len(value) == 10 and value[4] == value[7] == "-":
+        # YYYY-MM-DD, what birthdates mostly are (the dashes rule out a week date, which
+        # `fromisoformat` also reads): ~2 -> 0.3 µs without the regex (timeit).
+        try:
+            date.fromisoformat(value)  # in C: ASCII digits, and the date must exist
+            return value
+        except ValueError:
+            pass  # the regex decides, as for every other shape
     return None if _iso_match(value) is None else value[:10]
 
 

@@ -748,6 +748,21 @@ _JSONISH = st.recursive(
 )
 
 
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789-W٠١ T:Z+", min_size=8, max_size=12),
+        st.dates().map(lambda d: d.isoformat()),
+        st.dates().map(lambda d: d.isoformat().replace("-", "/")),
+    )
+)
+def test_a_plain_date_is_read_as_the_regex_reads_it(text: str) -> None:
+    """`normalize_birthdate` skips the regex for YYYY-MM-DD; it must agree with it."""
+    from migrator.values import _iso_match
+
+    assert normalize_birthdate(text) == (None if _iso_match(text) is None else text[:10])
+
+
 @given(_JSONISH)
 def test_strip_nulls_is_the_rule_as_first_written(value: Any) -> None:
     assert repr(strip_nulls(value)) == repr(_strip_nulls_reference(value))
