@@ -96,25 +96,9 @@ def _instant_key(created_at: Any) -> tuple[Any, ...]:
         micros = (parsed - _EPOCH) // _MICROSECOND
     except (ValueError, OverflowError):
         return _UNPARSEABLE
-    return (0, micros, _sub_micro(created_at))
-
-
-def _sub_micro(created_at: str) -> str:
-    """The digits of the seconds fraction past microseconds, trailing zeros dropped.
-
-    Without the regex when the first separator starts a run of at most six digits (the
-    usual `.327` or `.123456`), which cannot reach past microseconds: 1.3 -> 0.9 µs a
-    timestamp, and a backfill takes one per profile (`identity.seen_key`).
-    """
-    dot, comma = created_at.find("."), created_at.find(",")
-    first = comma if dot < 0 or 0 <= comma < dot else dot
-    if first < 0:
-        return ""
-    run = created_at[first + 1 : first + 8]
-    if "0" <= run[:1] <= "9" and not (len(run) == 7 and run.isascii() and run.isdigit()):
-        return ""
     fraction = _FRACTION_RE.search(created_at)
-    return fraction.group(1)[6:].rstrip("0") if fraction else ""
+    sub_micro = fraction.group(1)[6:].rstrip("0") if fraction else ""
+    return (0, micros, sub_micro)
 
 
 def select_source_id(external_ids: Iterable[Mapping[str, Any]], identifier: str) -> str | None:

@@ -19,12 +19,10 @@ from hypothesis import strategies as st
 
 from migrator.changes import diff, fingerprints
 from migrator.mapping import (
-    _FRACTION_RE,
     CONSUMED_TRAITS,
     METADATA_MODES,
     STANDARD_TRAITS,
     Mapped,
-    _sub_micro,
     map_profile,
     normalize_birthdate,
     select_source_id,
@@ -560,25 +558,6 @@ def test_select_source_id(external_ids: list[Any], identifier: str, expected: An
     assert select_source_id(reversed(external_ids), identifier) == expected  # order-free
     result = map_profile(SEG, {"name": "N"}, external_ids, identifier=identifier)
     assert (result.customer or {}).get("source_id") == expected
-
-
-@settings(max_examples=500)
-@given(
-    st.one_of(
-        st.text(alphabet="0123456789.,:+-TZ ١", max_size=40),
-        st.builds(
-            lambda stamp, digits, sep, tail: f"{stamp}{sep}{digits}{tail}",
-            st.sampled_from(["2018-07-08T15:59:38", "2018-07-08 15:59", "x"]),
-            st.text(alphabet="0123456789١", max_size=12),
-            st.sampled_from([".", ",", ""]),
-            st.sampled_from(["", "Z", "+00:00", ".5", ",25", "+05:30:00.123"]),
-        ),
-    )
-)
-def test_the_fraction_past_microseconds_is_read_as_the_regex_reads_it(text: str) -> None:
-    """`_sub_micro` skips the regex in the usual case; it must give what the regex gives."""
-    found = _FRACTION_RE.search(text)
-    assert _sub_micro(text) == (found.group(1)[6:].rstrip("0") if found else "")
 
 
 def test_no_identifier_gives_no_customer() -> None:

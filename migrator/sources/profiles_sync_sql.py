@@ -195,14 +195,15 @@ def _traits_per_profile(
     `long`, also whether a decoded value holds a run of 19 digits (a number past 64 bits,
     which only Python's JSON decoder reads exactly).
 
-    Shaped for the server's CPU, one page of 2,000 profiles measured with callgrind (358
-    -> 246 M instructions, with the identifiers): the rule is evaluated once per row, in a
-    subquery that OFFSET 0 keeps from being merged into this one (merged, each use
-    evaluated it again); two aggregates with FILTER rather than a CASE with `to_json`,
-    which looks its argument's type up in the catalog on every row; and profiles grouped
-    under the "C" collation, byte order, where the database's own (C.UTF-8 here,
-    en_US elsewhere) calls strcoll on every comparison of the sort. Grouping asks only
-    for equality, which is the same under either; the page's order comes from its ids.
+    Shaped for the server's CPU, one page of 2,000 profiles measured with callgrind (~358
+    -> ~251 M instructions for `page_body_json`, BENCHMARKS.md, Stop 13): the rule is
+    evaluated once per row, in a subquery that OFFSET 0 keeps from being merged into this
+    one (merged, each use evaluated it again); two aggregates with FILTER rather than a
+    CASE with `to_json`, which looks its argument's type up in the catalog on every row;
+    and profiles grouped under the "C" collation, byte order, where the database's own
+    (C.UTF-8 here, en_US elsewhere) calls strcoll on every comparison of the sort.
+    Grouping asks only for equality, which is the same under either; the page's order
+    comes from its ids.
     """
     t = v.traits
     rows = select(
