@@ -16,6 +16,9 @@ IN_JSON = "(SELECT value FROM json_each(?))"
 #: Rows held back at most (`ListsMixin._owners_due`, `_no_identifier_due`): a source read
 #: profile by profile has no chunks, so its rows go out at the next commit or at this many.
 OWNERS_DUE_MAX = 1000
+_LIST_NO_IDENTIFIER = (
+    "INSERT OR IGNORE INTO no_identifier (segment_id, run_id, seen_at) VALUES (?, ?, ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,7 @@ class ListsMixin:
             self._owners_due.clear()
         if self._no_identifier_due:
             self._db.executemany(
-                "INSERT OR IGNORE INTO no_identifier (segment_id, run_id, seen_at) "
-                "VALUES (?, ?, ?)",
+                _LIST_NO_IDENTIFIER,
                 self._no_identifier_due,
             )
             self._no_identifier_due.clear()
@@ -258,8 +260,7 @@ class ListsMixin:
         else:
             self._flush_due()
             cur = self._db.execute(
-                "INSERT OR IGNORE INTO no_identifier (segment_id, run_id, seen_at) "
-                "VALUES (?, ?, ?)",
+                _LIST_NO_IDENTIFIER,
                 (segment_id, run_id, time.time()),
             )
             added = cur.rowcount == 1
