@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from migrator.config import RunOptions
 from migrator.exceptions import ConfigError
@@ -568,6 +570,32 @@ def test_bad_configuration_is_one_line_without_the_password(
         conn.execute(text(f"DROP TABLE {SCHEMA}.profile_merges"))
     with pytest.raises(ConfigError, match="profile_merges is missing"):
         _open(warehouse.url)
+
+
+class _DriverNotInstalled(PGDialect):
+    """A dialect whose driver is missing, as `postgresql+psycopg2://` is without psycopg2."""
+
+    @classmethod
+    def import_dbapi(cls) -> Any:
+        raise ModuleNotFoundError("No module named 'no_such_driver'", name="no_such_driver")
+
+
+registry.register("migratortest.missingdriver", __name__, "_DriverNotInstalled")
+
+
+def test_a_url_without_its_driver_or_dialect_is_one_line_before_the_run() -> None:
+    """Found with `postgresql+psycopg2://` and `mysql+pymysql://`: a traceback, exit 1,
+    once the run had started. Now the source refuses them when it is built."""
+    cases = {
+        "migratortest+missingdriver://u:s3cret-pw@host/db": "package no_such_driver, which is",
+        "nosuchwarehouse://u:s3cret-pw@host/db": "extra installed",
+        "postgresql://u:s3cret-pw@host:notaport/db": "not usable",
+    }
+    for url, expected in cases.items():
+        with pytest.raises(ConfigError, match=expected) as caught:
+            _open(url)
+        message = str(caught.value)
+        assert "s3cret-pw" not in message and "\n" not in message, url
 
 
 def test_bad_configuration_on_the_command_line_is_exit_2(
