@@ -308,6 +308,31 @@ def test_pages_cover_every_profile_once_in_order_and_resume_from_a_position(
     assert half + rest == everything
 
 
+def test_a_backfill_starts_with_small_pages_then_full_ones(warehouse: Warehouse) -> None:
+    """Mapping starts on an eighth of a page; each page doubles up to the page size."""
+
+    async def sizes() -> list[int]:
+        source = ProfilesSyncSource(
+            warehouse.url,
+            SCHEMA,
+            identifier="user_id",
+            traits=STANDARD_TRAITS,
+            watermark=None,
+            full=False,
+            page_size=64,
+        )
+        found = []
+        async with source:
+            assert source._json_traits  # Postgres 16: the pages built ahead
+            async for page in source.pages(None):
+                found.append(len(page))
+        return found
+
+    found = asyncio.run(sizes())
+    assert found[:5] == [8, 16, 32, 64, 64] and sum(found) == PROFILES
+    assert all(size == 64 for size in found[3:-1]) and found[-1] <= 64
+
+
 def _read_all(
     url: str, traits: Any, *, json_traits: bool | None, page_size: int = PAGE_SIZE
 ) -> dict[str, Any]:

@@ -39,6 +39,9 @@ from migrator.sources.base import Merge, Page, Profile, ProfileUnreadable
 
 #: Profiles per keyset page: few round trips, bounded memory (~20 trait rows each).
 PAGE_SIZE = 2000
+#: A backfill's first page holds this share of a page (`_bodies_ahead`); each next one
+#: twice as many, up to the page size.
+FIRST_PAGE_SHARE = 8
 #: Backfill pages whose body the database builds at once (`_bodies_ahead`), on Postgres 16.
 READ_AHEAD = 2
 #: `work_mem` of the statement that builds a page's body (`_page_body`).
@@ -100,7 +103,7 @@ class ProfilesSyncSource:
         self._engine: Engine | None = None
         #: Whether the database decodes the traits (`sql.traits_json_of`): Postgres 16+.
         self._json_traits = False
-        self._ids_query: Select[str | None] | None = None
+        self._ids_queries: dict[int, Select[str | None]] = {}
         self._body_query: Select[str | None] | None = None
         self._watermark: datetime | None = None
         self._window: datetime | None = self._since
@@ -201,8 +204,7 @@ class ProfilesSyncSource:
         else:
             read = self._pages_in_turn(since, after)
         position = start
-        async for ids, profiles in read:
-            done = len(ids) < self._page_size
+        async for ids, profiles, done in read:
             nxt = None if done else self._encode_position(since, self._watermark, ids[-1])
             yield Page(position, nxt, profiles=profiles)
             if done:
@@ -211,41 +213,49 @@ class ProfilesSyncSource:
 
     async def _pages_in_turn(
         self, since: datetime | None, after: str
-    ) -> AsyncIterator[tuple[list[str], tuple[Profile, ...]]]:
+    ) -> AsyncIterator[tuple[list[str], tuple[Profile, ...], bool]]:
         while True:
             ids, profiles = await asyncio.to_thread(self._page, since, after)
             if not ids:
                 return
-            yield ids, profiles
+            yield ids, profiles, len(ids) < self._page_size
             after = ids[-1]
 
     async def _bodies_ahead(
         self, after: str
-    ) -> AsyncIterator[tuple[list[str], tuple[Profile, ...]]]:
+    ) -> AsyncIterator[tuple[list[str], tuple[Profile, ...], bool]]:
         """A backfill on Postgres 16: each page's ids first (`sql.page_ids_json`, from the
         indexes), then its body (`sql.page_body_json`), `READ_AHEAD` bodies at once, each
         on its own connection: the database builds the next pages while this one is
         decoded and mapped. One page at a time, the reader waited on the database for a
-        third of a 100,000-profile dry run (measured on a busy two-core host)."""
-        ahead: deque[tuple[list[str], asyncio.Future[tuple[Profile, ...]]]] = deque()
+        third of a 100,000-profile dry run (measured on a busy two-core host).
+
+        The first pages are smaller (an eighth of a page, then twice as many each time up
+        to the page size): mapping starts once a small page is built, not a full one, and
+        the database builds the larger ones meanwhile. In a 100,000-profile dry run the
+        first profiles came ~0.13 s sooner (0.20-0.27 -> 0.09-0.11 s after the run's start),
+        and the pipeline waited 0.28-0.60 -> 0.09-0.22 s in all for pages."""
+        ahead: deque[tuple[list[str], asyncio.Future[tuple[Profile, ...]], bool]] = deque()
         last = False
+        limit = max(self._page_size // FIRST_PAGE_SHARE, 1)
         try:
             while True:
                 while not last and len(ahead) < READ_AHEAD:
-                    ids = await asyncio.to_thread(self._page_ids, after)
-                    last = len(ids) < self._page_size
+                    ids = await asyncio.to_thread(self._page_ids, after, limit)
+                    last = len(ids) < limit
                     if ids:
                         body = asyncio.to_thread(self._page_body, after, ids)
-                        ahead.append((ids, asyncio.ensure_future(body)))
+                        ahead.append((ids, asyncio.ensure_future(body), last))
                         after = ids[-1]
+                    limit = min(limit * 2, self._page_size)
                 if not ahead:
                     return
-                ids, building = ahead.popleft()
-                yield ids, await building
+                ids, building, done = ahead.popleft()
+                yield ids, await building, done
         finally:
-            for _, building in ahead:
+            for _, building, _ in ahead:
                 building.cancel()
-            await asyncio.gather(*(building for _, building in ahead), return_exceptions=True)
+            await asyncio.gather(*(b for _, b, _ in ahead), return_exceptions=True)
 
     def _page(self, since: datetime | None, after: str) -> tuple[list[str], tuple[Profile, ...]]:
         assert self._engine is not None, "use the source as `async with`"
@@ -270,15 +280,18 @@ class ProfilesSyncSource:
         except DBAPIError as exc:
             raise SourceUnavailable(f"profiles-sync: {self._scrub(exc)}") from None
 
-    def _page_ids(self, after: str) -> list[str]:
+    def _page_ids(self, after: str, limit: int) -> list[str]:
         assert self._engine is not None, "use the source as `async with`"
-        if self._ids_query is None:  # built once: ~1.6 ms a page to build them again
-            self._ids_query = sql.page_ids_json(self._views, limit=self._page_size)
+        # Built once per size: ~1.6 ms a page to build them again.
+        if limit not in self._ids_queries:
+            self._ids_queries[limit] = sql.page_ids_json(self._views, limit=limit)
+        if self._body_query is None:
             self._body_query = sql.page_body_json(self._views, self._traits_wanted)
         try:
             with self._engine.connect() as conn:
+                query = self._ids_queries[limit]
                 ids: list[str] = decoding.page_json(
-                    conn.execute(self._ids_query, {"after": after}).scalar() or b"[]"
+                    conn.execute(query, {"after": after}).scalar() or b"[]"
                 )
                 return ids
         except DBAPIError as exc:
