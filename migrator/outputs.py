@@ -25,6 +25,8 @@ PRIVATE_DIR = 0o700
 NO_IDENTIFIER_FILE = "profiles-without-identifier.csv"
 FAILURES_FILE = "failed-customers.jsonl"
 DRY_RUN_FILE = "dry-run.jsonl"
+#: Bytes buffered before dry-run.jsonl is written (`OutputFiles.start_dry_run`).
+DRY_RUN_BUFFER = 1 << 20
 MERGED_FILE = "merged-profiles.csv"
 MERGED_HEADER = ("segment_id", "canonical_segment_id", "source_id")
 DUPLICATES_FILE = "duplicate-identifiers.csv"
@@ -67,11 +69,11 @@ def open_private(path: Path, mode: str, *, newline: str | None = None) -> IO[str
         raise
 
 
-def open_private_bytes(path: Path, mode: str) -> IO[bytes]:
-    """`open(path, mode + "b")` ("w" or "a"), the file being 0600."""
+def open_private_bytes(path: Path, mode: str, buffering: int = -1) -> IO[bytes]:
+    """`open(path, mode + "b", buffering)` ("w" or "a"), the file being 0600."""
     fd = _open_private_fd(path, mode)
     try:
-        return open(fd, mode + "b")  # noqa: SIM115 - returned
+        return open(fd, mode + "b", buffering)  # noqa: SIM115 - returned
     except BaseException:
         os.close(fd)
         raise
@@ -124,6 +126,14 @@ def json_bytes(value: Any) -> bytes:
         return compact_json(value).encode()
 
 
+def json_line(value: Any) -> bytes:
+    """`json_bytes(value) + b"\\n"`, the newline written by orjson (no copy of the line)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return compact_json(value).encode() + b"\n"
+
+
 def _json_line(record: Any) -> str:
     return compact_json(record) + "\n"
 
@@ -164,10 +174,12 @@ class OutputFiles:
             handle.write(_json_line(record))
 
     def start_dry_run(self) -> None:
-        self._dry_run_handle = open_private_bytes(self.dry_run, "w")
+        # Written in 1 MiB blocks, not 8 KiB: a line per profile made a write(2) every
+        # ~15 profiles, each a switch of the interpreter lock to the reader threads.
+        self._dry_run_handle = open_private_bytes(self.dry_run, "w", DRY_RUN_BUFFER)
 
     def append_dry_run(self, payload: dict[str, Any]) -> None:
-        self._dry_run_handle.write(json_bytes(payload) + b"\n")
+        self._dry_run_handle.write(json_line(payload))
 
     def close(self) -> None:
         if self._dry_run_handle is not None:
