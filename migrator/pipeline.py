@@ -273,7 +273,7 @@ class Pipeline:
         owner = self.state.claim(
             source_id,
             segment_id,
-            lambda: seen_key(profile.external_ids, self.identifier, source_id),
+            lambda: profile.seen or seen_key(profile.external_ids, self.identifier, source_id),
             self.ledger.run_id,
         )
         if owner != segment_id:

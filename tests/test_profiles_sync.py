@@ -15,17 +15,20 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import DateTime, Engine, bindparam, func, select, text
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from migrator.config import RunOptions
 from migrator.exceptions import ConfigError
+from migrator.identity import seen_key
 from migrator.mapping import STANDARD_TRAITS
 from migrator.outputs import MERGED_FILE
 from migrator.result import RunResult
@@ -547,6 +550,57 @@ def test_every_query_compiles_for_other_dialects(dialect: str) -> None:
         queries.append(sql.page_body_json(v, ["email"]))
     for query in queries:
         assert str(query.compile(dialect=compiled)).startswith(("SELECT", "WITH"))
+
+
+# -- the owner's key, computed by the database ---------------------------------------------------
+
+_ZONES = [
+    "UTC",
+    "Asia/Tokyo",
+    "America/Los_Angeles",
+    "Asia/Kathmandu",
+    "Pacific/Kiritimati",
+    "Europe/Amsterdam",  # old dates: offsets in seconds (+00:19:32)
+    "America/St_Johns",
+]
+
+
+def test_the_databases_seen_key_is_pythons(postgres: Any) -> None:
+    """`sql.seen_key` (the key a page's first identifier carries) equals
+    `identity.seen_key` of the text the database sends for that instant, for any instant
+    in Python's years and any session time zone, and for a timestamp without a zone; null
+    only where Python computes it (the first and last year, infinity, no time)."""
+    url, engine = postgres.database()
+    instants = st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)
+    )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        aware = bindparam("at", type_=DateTime(timezone=True))
+        naive = bindparam("at", type_=DateTime())
+        queries = [
+            select(func.to_json(column), sql.seen_key(func.extract("epoch", column)))
+            for column in (aware, naive)
+        ]
+
+        @settings(max_examples=300, deadline=None)
+        @given(at=instants, zone=st.sampled_from(_ZONES), without_zone=st.booleans())
+        def check(at: datetime, zone: str, without_zone: bool) -> None:
+            conn.exec_driver_sql(f"SET TIME ZONE '{zone}'")
+            value = at if without_zone else at.replace(tzinfo=UTC)
+            sent, key = conn.execute(queries[without_zone], {"at": value}).one()
+            external = [{"type": "user_id", "id": "u", "created_at": sent}]
+            if key is not None:
+                assert key == seen_key(external, "user_id", "u"), (sent, zone)
+            else:
+                assert not datetime(2, 1, 1) <= at < datetime(9999, 1, 1), (sent, zone)
+
+        check()
+        for special in ("'infinity'", "'-infinity'", "NULL"):
+            found = conn.execute(
+                select(sql.seen_key(func.extract("epoch", text(f"{special}::timestamptz"))))
+            ).scalar()
+            assert found is None, special
+    engine.dispose()
 
 
 # -- bad configuration -------------------------------------------------------------------------

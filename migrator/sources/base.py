@@ -27,6 +27,9 @@ class Profile:
     segment_id: str
     traits: Mapping[str, Any]
     external_ids: Sequence[Mapping[str, Any]]
+    #: `identity.seen_key` of its one external id, when the source had the database
+    #: compute it (Profiles Sync on Postgres 16); None: computed from `external_ids`.
+    seen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,14 +135,16 @@ def profiles(
     first: Mapping[str, Sequence[Any]],
     identifier: str,
 ) -> tuple[Profile, ...]:
-    """The page's profiles in `ids` order, external ids in the Profile API's shape."""
+    """The page's profiles in `ids` order, external ids in the Profile API's shape;
+    `first` is `{id: [value, received_at]}`, or `[value, received_at, seen]` when the
+    database computed the owner's key (`profiles_sync_sql.seen_key`)."""
     found = []
     for segment_id in ids:
         chosen = first.get(segment_id)
-        external = (
-            []
-            if chosen is None
-            else [{"type": identifier, "id": chosen[0], "created_at": chosen[1]}]
-        )
-        found.append(Profile(segment_id, by_id[segment_id], external))
+        if chosen is None:
+            found.append(Profile(segment_id, by_id[segment_id], []))
+            continue
+        external = [{"type": identifier, "id": chosen[0], "created_at": chosen[1]}]
+        seen = chosen[2] if len(chosen) > 2 else None  # computed by the database
+        found.append(Profile(segment_id, by_id[segment_id], external, seen))
     return tuple(found)
