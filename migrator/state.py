@@ -20,7 +20,7 @@ import orjson
 
 from migrator.exceptions import ConfigError
 from migrator.outputs import json_bytes
-from migrator.state_lists import IN_JSON, Failure, ListsMixin, Prefetched
+from migrator.state_lists import IN_JSON, Failure, ListsMixin, Prefetched, in_json
 
 __all__ = ["STATE_FILE", "Checkpoint", "Failure", "StateDamaged", "StateStore"]
 
@@ -294,7 +294,7 @@ class StateStore(ListsMixin):
         for source_id, segment_id, prints in self._db.execute(
             f"SELECT source_id, segment_id, fingerprints FROM customers WHERE source_id IN "
             f"{IN_JSON}",
-            (json.dumps(list(source_ids)),),
+            (in_json(source_ids),),
         ):
             written[source_id] = (segment_id, json.loads(prints))
 

@@ -11,8 +11,22 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 #: `WHERE key IN (SELECT value FROM json_each(?))`: any number of keys as one parameter.
 IN_JSON = "(SELECT value FROM json_each(?))"
+
+
+def in_json(keys: Collection[str]) -> str:
+    """`IN_JSON`'s parameter. orjson writes it in ~4 against ~29 µs for a chunk's 200 keys
+    with `json.dumps` (three a chunk: ~4% of a warehouse dry run's event-loop thread,
+    py-spy); text it refuses (a lone surrogate) goes to `json.dumps`, as before."""
+    try:
+        return orjson.dumps(list(keys)).decode()
+    except TypeError:
+        return json.dumps(list(keys))
+
+
 #: Rows held back at most (`ListsMixin._owners_due`, `_no_identifier_due`): a source read
 #: profile by profile has no chunks, so its rows go out at the next commit or at this many.
 OWNERS_DUE_MAX = 1000
@@ -105,11 +119,11 @@ class ListsMixin:
         found.owners = dict.fromkeys(source_ids)
         for source_id, segment_id, seen in self._db.execute(
             f"SELECT source_id, segment_id, seen FROM owners WHERE source_id IN {IN_JSON}",
-            (json.dumps(list(source_ids)),),
+            (in_json(source_ids),),
         ):
             found.owners[source_id] = (segment_id, seen)
         found.segments = frozenset(segment_ids)
-        keys = (json.dumps(list(segment_ids)),)
+        keys = (in_json(segment_ids),)
         found.duplicates, found.no_identifier = set(), set()
         if self._listed["duplicates"]:  # an empty list (the usual case): no query
             found.duplicates = self._listed_of("duplicates", keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import pytest
 
 from migrator.exceptions import RequestRejected
 from migrator.state import STATE_FILE, Checkpoint, Failure, StateStore
+from migrator.state_lists import IN_JSON, in_json
 
 Reopen = Callable[[StateStore], StateStore]
 
@@ -313,3 +315,15 @@ def test_owners_held_back_are_seen_by_later_claims_and_reach_the_file(tmp_path: 
     assert reopened.claim("src", "seg3", lambda: "3", 1) == "seg1"
     assert sorted(reopened.duplicates()) == [("src", "seg2", "seg1"), ("src", "seg3", "seg1")]
     reopened.close()
+
+
+def test_in_json_reads_back_as_the_keys_whatever_their_text() -> None:
+    """The keys of an `IN_JSON` lookup come back from SQLite's json_each as given:
+    non-ASCII by orjson, a lone surrogate by json.dumps."""
+    db = sqlite3.connect(":memory:")
+    for keys in (["use_1", "Björn+1@example.com", "日本"], ["a\ud800b"], []):
+        text = in_json(keys)
+        assert json.loads(text) == keys
+        if "\ud800" not in "".join(keys):  # SQLite keeps text as UTF-8: no lone surrogate
+            found = [r[0] for r in db.execute(IN_JSON[1:-1], (text,))]
+            assert found == keys
