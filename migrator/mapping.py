@@ -31,7 +31,7 @@ from migrator.mapping_spec import (
     MetadataMode,
     TraitPath,
 )
-from migrator.values import normalize_birthdate, string_value, strip_nulls
+from migrator.values import is_null, normalize_birthdate, string_value, strip_nulls
 
 __all__ = [
     "CONSUMED_TRAITS",
@@ -158,10 +158,6 @@ def _join(separator: str, texts: tuple[str | None, ...]) -> str | None:
     return separator.join(present) if present else None
 
 
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
 _EMPTY: dict[str, Any] = {}  # stands for a nested trait that is not a dict (only read)
 _Run = Callable[
     [
@@ -191,7 +187,7 @@ class _Writer:
             "_dig": _dig,
             "_first_text": _first_text,
             "_join": _join,
-            "_is_null": _is_null,
+            "_is_null": is_null,
             "_strip_nulls": strip_nulls,
             "_deepcopy": copy.deepcopy,
             "_EMPTY": _EMPTY,

@@ -107,10 +107,7 @@ class ListsMixin:
             )
             self._owners_due.clear()
         if self._no_identifier_due:
-            self._db.executemany(
-                _LIST_NO_IDENTIFIER,
-                self._no_identifier_due,
-            )
+            self._db.executemany(_LIST_NO_IDENTIFIER, self._no_identifier_due)
             self._no_identifier_due.clear()
 
     def _prefetch_lists(self, segment_ids: Collection[str], source_ids: Collection[str]) -> None:
@@ -273,10 +270,7 @@ class ListsMixin:
             added = True
         else:
             self._flush_due()
-            cur = self._db.execute(
-                _LIST_NO_IDENTIFIER,
-                (segment_id, run_id, time.time()),
-            )
+            cur = self._db.execute(_LIST_NO_IDENTIFIER, (segment_id, run_id, time.time()))
             added = cur.rowcount == 1
         self._listed["no_identifier"] = True
         found.no_identifier.add(segment_id)
